@@ -13,6 +13,7 @@ from t2itool import __version__
 COMMAND_MODULES = [
     "t2itool.cli.prep",
     "t2itool.cli.info",
+    # add new command modules above this line
 ]
 
 
