@@ -16,3 +16,75 @@ def shapes_h5(tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("shapes") / "shapes.h5"
     build_shapes(out, num_images=96, image_size=76, seed=0)
     return str(out)
+
+
+def _jpeg(path, size: tuple[int, int], seed: int) -> None:
+    """A small JPEG with a distinct coloured block so crops can be checked."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    array = np.full((size[1], size[0], 3), rng.integers(0, 255, size=3), dtype=np.uint8)
+    array[size[1] // 4 : size[1] // 2, size[0] // 4 : size[0] // 2] = (255, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, quality=90)
+
+
+def make_cub(root, num_train: int = 6, num_test: int = 3, class_info: bool = True):
+    """A CUB tree in AttnGAN's `birds` layout with Python-2-style protocol-2 pickles."""
+    import pickle
+
+    cub = root / "CUB_200_2011"
+    keys, lines, boxes = [], [], []
+    for index in range(num_train + num_test):
+        cls = f"{1 + index % 3:03d}.Bird_{index % 3}"
+        key = f"{cls}/Bird_{index % 3}_{index:04d}_{100 + index}"
+        keys.append(key)
+        width, height = 80 + 4 * index, 60 + 2 * index
+        _jpeg(cub / "images" / f"{key}.jpg", (width, height), index)
+        lines.append(f"{index + 1} {key}.jpg")
+        boxes.append(f"{index + 1} {10.0 + index} {8.0} {30.0} {20.0 + index}")
+        text = root / "text" / f"{key}.txt"
+        text.parent.mkdir(parents=True, exist_ok=True)
+        captions = [f"this bird number {index} has a yellow-crowned head and it's small"] + [
+            f"a bird with {word} wings, caption {j}" for j, word in enumerate(["red", "blue", "café"] * 3)
+        ]
+        text.write_text("\n".join(captions[:10]) + "\n", encoding="utf-8")
+    (cub / "images.txt").write_text("\n".join(lines) + "\n")
+    (cub / "bounding_boxes.txt").write_text("\n".join(boxes) + "\n")
+    for split, part in (("train", keys[:num_train]), ("test", keys[num_train:])):
+        (root / split).mkdir(parents=True, exist_ok=True)
+        with open(root / split / "filenames.pickle", "wb") as handle:
+            pickle.dump(part, handle, protocol=2)
+        if class_info:
+            with open(root / split / "class_info.pickle", "wb") as handle:
+                pickle.dump([int(key[:3]) for key in part], handle, protocol=2)
+    return root
+
+
+def make_coco_official(root, num_train: int = 4, num_val: int = 2):
+    """The official COCO-2014 layout: annotations/captions_{train,val}2014.json and image folders."""
+    import json
+
+    caption_id = 1
+    for name, count, base in (("train2014", num_train, 10), ("val2014", num_val, 500)):
+        images, annotations = [], []
+        for index in range(count):
+            image_id = base + index
+            file_name = f"COCO_{name}_{image_id:012d}.jpg"
+            _jpeg(root / name / file_name, (96, 64), image_id)
+            images.append({"id": image_id, "file_name": file_name, "width": 96, "height": 64, "license": 1,
+                           "coco_url": "", "flickr_url": "", "date_captured": ""})  # fmt: skip
+            for j in range(7 if index == 0 else 5):
+                text = "!!!" if j == 1 else f"A photo number {image_id} of a dog, caption {j}."
+                annotations.append({"id": caption_id, "image_id": image_id, "caption": text})
+                caption_id += 1
+        (root / "annotations").mkdir(parents=True, exist_ok=True)
+        document = {"info": {}, "licenses": [], "images": images, "annotations": annotations}
+        (root / "annotations" / f"captions_{name}.json").write_text(json.dumps(document))
+    return root
+
+
+@pytest.fixture(scope="session")
+def cub_root(tmp_path_factory):
+    return make_cub(tmp_path_factory.mktemp("birds"))

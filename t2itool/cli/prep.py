@@ -1,0 +1,135 @@
+"""`t2itool prep {cub,coco,folder,shapes}`: turn a dataset into one HDF5 file (see docs/data-format.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from t2itool.cli.common import console, user_errors
+from t2itool.data.prepare import PrepSummary
+
+prep_app = typer.Typer(help="Prepare a dataset as one HDF5 file.", no_args_is_help=True)
+
+OUT = typer.Option(..., "--out", help="HDF5 file to write (written to a temporary file, then renamed).")
+IMAGE_SIZE = typer.Option(304, "--image-size", help="Stored square size (304 = the 256 crop's 76/64 margin).")
+IMAGE_FORMAT = typer.Option("raw", "--image-format", help="raw (uint8, fast to read) or jpeg (smaller).")
+WORKERS = typer.Option(0, "--workers", help="Processes that decode/crop/resize (0 = all cores).")
+STRICT = typer.Option(False, "--strict", help="Fail on the first unreadable image instead of skipping it.")
+VOCAB = typer.Option(None, "--vocab", help="AttnGAN captions.pickle whose vocabulary (and token ids) to use.")
+MIN_COUNT = typer.Option(0, "--min-word-count", help="Keep words seen at least this often (0 = all, as AttnGAN).")
+
+
+def _vocab(path: Path | None, min_word_count: int):
+    from t2itool.data.text import load_attngan_vocabulary
+    from t2itool.errors import T2IError
+
+    if path is None:
+        return None
+    if min_word_count:
+        raise T2IError("--min-word-count cannot be combined with --vocab (the imported vocabulary is used as is)")
+    return load_attngan_vocabulary(path)
+
+
+def report(summary: PrepSummary) -> None:
+    splits = ", ".join(f"{name} {count}" for name, count in summary.split_images.items())
+    console.print(
+        f"wrote {summary.out}: {summary.images} images ({splits}), {summary.captions} captions, "
+        f"vocabulary {summary.vocab_size}, {summary.image_size}px {summary.image_format}, "
+        f"{summary.images / max(summary.seconds, 1e-9):.0f} images/s",
+        highlight=False,
+    )
+    if summary.unknown_words:
+        console.print(f"[yellow]{summary.unknown_words} tokens not in the imported vocabulary were dropped[/]")
+    if summary.short_images:
+        console.print(f"[yellow]{summary.short_images} images have fewer captions than usual[/]")
+    if summary.failed:
+        console.print(f"[yellow]skipped {len(summary.failed)} unreadable images:[/]")
+        for key, reason in summary.failed[:20]:
+            console.print(f"  {key}: {reason}", highlight=False, markup=False)
+        if len(summary.failed) > 20:
+            console.print(f"  ... and {len(summary.failed) - 20} more")
+
+
+@prep_app.command("cub")
+@user_errors
+def prep_cub(
+    root: Path = typer.Argument(..., help="AttnGAN's birds folder (CUB_200_2011/, text/, train/, test/)."),
+    out: Path = OUT,
+    image_size: int = IMAGE_SIZE,
+    image_format: str = IMAGE_FORMAT,
+    vocab: Path | None = VOCAB,
+    min_word_count: int = MIN_COUNT,
+    workers: int = WORKERS,
+    strict: bool = STRICT,
+) -> None:
+    """CUB-200-2011 in AttnGAN's layout, with its bounding-box crop."""
+    from t2itool.data.sources.cub import build_cub
+
+    report(
+        build_cub(root, out, image_size, image_format, _vocab(vocab, min_word_count), min_word_count, workers, strict)
+    )
+
+
+@prep_app.command("coco")
+@user_errors
+def prep_coco(
+    root: Path = typer.Argument(..., help="AttnGAN's coco folder or the official 2014 release."),
+    out: Path = OUT,
+    image_size: int = IMAGE_SIZE,
+    image_format: str = IMAGE_FORMAT,
+    vocab: Path | None = VOCAB,
+    min_word_count: int = MIN_COUNT,
+    workers: int = WORKERS,
+    strict: bool = STRICT,
+) -> None:
+    """COCO-2014 (train2014 = train, val2014 = test), first 5 valid captions per image."""
+    from t2itool.data.sources.coco import build_coco
+
+    report(
+        build_coco(root, out, image_size, image_format, _vocab(vocab, min_word_count), min_word_count, workers, strict)
+    )
+
+
+@prep_app.command("folder")
+@user_errors
+def prep_folder(
+    root: Path = typer.Argument(..., help="Images with same-named .txt captions, or a captions.jsonl."),
+    out: Path = OUT,
+    split_file: Path | None = typer.Option(None, "--split", help="File of '<image key> train|test' lines."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the 90/10 split when no --split is given."),
+    image_size: int = IMAGE_SIZE,
+    image_format: str = IMAGE_FORMAT,
+    vocab: Path | None = VOCAB,
+    min_word_count: int = MIN_COUNT,
+    workers: int = WORKERS,
+    strict: bool = STRICT,
+) -> None:
+    """Your own captioned images."""
+    from t2itool.data.sources.folder import build_folder
+
+    summary = build_folder(
+        root, out, image_size, image_format, _vocab(vocab, min_word_count), min_word_count, workers, strict,
+        split_file=split_file, seed=seed,
+    )  # fmt: skip
+    report(summary)
+
+
+@prep_app.command("shapes")
+@user_errors
+def prep_shapes(
+    out: Path = OUT,
+    num_images: int = typer.Option(2048, "--num-images", help="How many images to draw."),
+    seed: int = typer.Option(0, "--seed", help="Everything (shapes, captions, split) follows from it."),
+    image_size: int = typer.Option(304, "--image-size", help="Stored size (304 for 256 crops, 76 for 64 crops)."),
+    image_format: str = IMAGE_FORMAT,
+    workers: int = typer.Option(1, "--workers", help="Processes that draw (drawing is cheap: 1 is usually fastest)."),
+) -> None:
+    """The built-in coloured-shapes dataset (the demo's and the tests')."""
+    from t2itool.data.sources.shapes import build_shapes
+
+    report(build_shapes(out, num_images, image_size, seed, workers, image_format, show_progress=True))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(prep_app, name="prep")
