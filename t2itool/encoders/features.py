@@ -26,7 +26,9 @@ class TextFeatures:
         return TextFeatures(self.words.detach(), self.sentence.detach(), self.mask, self.lengths)
 
     def to(self, device: torch.device | str) -> TextFeatures:
-        return TextFeatures(self.words.to(device), self.sentence.to(device), self.mask.to(device), self.lengths.to(device))
+        return TextFeatures(
+            self.words.to(device), self.sentence.to(device), self.mask.to(device), self.lengths.to(device)
+        )
 
     def __len__(self) -> int:
         return self.sentence.shape[0]
