@@ -48,6 +48,8 @@ class ModelSpec:
     generate:      (generator, noise, text features) -> GeneratorOutput.
     noise_dim:     config -> length of the noise vector per image.
     default_truncation: config -> truncation used for sampling by default (None = plain N(0, I)).
+    train_presets: per preset, the paper's training-loop settings (e.g. {"batch_size": 32, "epochs": 1301});
+                   `t2itool train --preset` applies them unless the flags or the TOML file say otherwise.
     """
 
     name: str
@@ -60,6 +62,7 @@ class ModelSpec:
     generate: Callable[[torch.nn.Module, torch.Tensor, TextFeatures], GeneratorOutput]
     noise_dim: Callable[[Any], int]
     default_truncation: Callable[[Any], float | None]
+    train_presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def make_config(self, preset: str | None = None, overrides: Mapping[str, Any] | None = None) -> Any:
         """Build the config: defaults, then the preset, then `overrides` (already typed values)."""

@@ -1,0 +1,89 @@
+"""`t2itool train MODEL`: build the run config from preset, TOML file, flags and --set, then call the library."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from t2itool.cli.common import console, parse_key_values, user_errors
+from t2itool.errors import T2IError
+
+
+def parse_gpus(value: str | None) -> list[int] | None:
+    """'0,1,2,3' -> [0, 1, 2, 3]; anything else is a BadParameter naming the flag."""
+    if value is None:
+        return None
+    try:
+        ids = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{value!r}: expected comma-separated GPU ids such as 0,1,2,3") from None
+    if not ids or any(i < 0 for i in ids) or len(set(ids)) != len(ids):
+        raise typer.BadParameter(f"{value!r}: expected distinct non-negative GPU ids such as 0,1,2,3")
+    return ids
+
+
+def train_command(
+    model: str = typer.Argument(..., help="Model name (see `t2itool models`)."),
+    data: str | None = typer.Option(None, "--data", help="Prepared HDF5 file from `t2itool prep`."),
+    damsm: str | None = typer.Option(None, "--damsm", help="DAMSM checkpoint from `t2itool pretrain-damsm`."),
+    out_dir: str | None = typer.Option(None, "--out", help="Parent folder of numbered run folders [default: runs]."),
+    preset: str | None = typer.Option(None, "--preset", help="Paper settings: birds or coco."),
+    config_file: str | None = typer.Option(None, "--config", help="TOML file: loop options, [model] table."),
+    sets: list[str] = typer.Option([], "--set", help="Model config override key=value (repeatable)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config as JSON and exit."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Total epochs."),
+    steps: int | None = typer.Option(None, "--steps", help="Total steps (G updates); wins over epochs."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Batch size per process."),
+    seed: int | None = typer.Option(None, "--seed", help="Run seed [default: 0]."),
+    image_size: int | None = typer.Option(None, "--image-size", help="Final resolution (64, 128, 256)."),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N [default: auto]."),
+    amp: str | None = typer.Option(None, "--amp", help="Mixed precision: none, bf16, fp16 (CUDA)."),
+    channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last", help="Channels-last."),
+    resume: str | None = typer.Option(None, "--resume", help="Run folder or state file to continue."),
+    gpus: str | None = typer.Option(None, "--gpus", help="GPU ids, one process each: 0,1,2,3.", metavar="IDS"),
+    nproc: int | None = typer.Option(None, "--nproc", help="CPU processes (gloo backend) [default: 1]."),
+    workers: int | None = typer.Option(None, "--workers", help="DataLoader workers per process [default: 2]."),
+    grid_every: int | None = typer.Option(None, "--grid-every", help="Steps between sample grids."),
+    snapshot_every: int | None = typer.Option(None, "--snapshot-every", help="Steps between snapshots/states."),
+    keep: int | None = typer.Option(None, "--keep", help="Keep the last K snapshots and states (0 = all)."),
+    ema: float | None = typer.Option(None, "--ema", help="Generator EMA decay, e.g. 0.999 (0 = off)."),
+) -> None:
+    """Train MODEL on a prepared file with a pretrained DAMSM; writes a numbered run folder under --out."""
+    from t2itool.training.config import resolve_config
+    from t2itool.training.loop import resume_model_config, run
+
+    gpu_ids = parse_gpus(gpus)
+    if steps is not None and epochs is not None:
+        raise T2IError("give --steps or --epochs, not both")
+    flags = dict(
+        data=data, damsm=damsm, out=out_dir, preset=preset, epochs=epochs, steps=steps, batch_size=batch_size,
+        seed=seed, image_size=image_size, device=device, amp=amp, channels_last=channels_last, resume=resume,
+        gpus=gpu_ids, nproc=nproc, workers=workers, grid_every=grid_every, snapshot_every=snapshot_every, keep=keep,
+        ema=ema,
+    )  # fmt: skip
+    base = resume_model_config(resume, model) if resume else None
+    config = resolve_config(
+        model, config_file=config_file, sets=parse_key_values(sets, "--set"), flags=flags, base_model_config=base
+    )
+    if dry_run:
+        typer.echo(config.to_json())
+        return
+    for flag, value in (("--data", config.data), ("--damsm", config.damsm)):
+        if not value:
+            raise T2IError(f"{flag} is required (or set it in --config)")
+        if not Path(value).is_file():
+            raise T2IError(f"{flag} {value}: no such file")
+    result = run(config)
+    console.print(
+        f"run folder {result.run_dir}: step {result.step}, {result.seconds_per_step:.3f} s/step, "
+        f"snapshot {result.snapshot}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if result.interrupted:
+        raise typer.Exit(130)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(user_errors(train_command))

@@ -1,0 +1,38 @@
+"""`dfgan`: DF-GAN (Tao, Tang, Wu, Jing, Bao, Xu; CVPR 2022), following the 2022 public code's design.
+
+Registers the model spec: config, paper presets (birds/coco), recipe, generator builder and sampling function.
+"""
+
+from __future__ import annotations
+
+from t2itool.models.dfgan.config import DFGANConfig
+from t2itool.models.dfgan.networks import NetD, NetG, build_head
+from t2itool.models.dfgan.recipe import DFGANRecipe
+from t2itool.models.registry import GeneratorOutput, ModelSpec, register_model
+
+
+def build_generator(config: DFGANConfig) -> NetG:
+    return NetG(config.ngf, config.noise_dim, config.cond_dim, config.image_size)
+
+
+def generate(generator: NetG, noise, text) -> GeneratorOutput:
+    return GeneratorOutput(images=[generator(noise, text.sentence)])
+
+
+SPEC = register_model(
+    ModelSpec(
+        name="dfgan",
+        summary="DF-GAN: one-stage generator with deep text-image fusion, MA-GP and hinge loss (2022 code)",
+        paper="Tao et al., DF-GAN: A Simple and Effective Baseline for Text-to-Image Synthesis, CVPR 2022",
+        config_cls=DFGANConfig,
+        presets={"birds": {"image_size": 256}, "coco": {"image_size": 256}},
+        train_presets={"birds": {"batch_size": 32, "epochs": 1301}, "coco": {"batch_size": 32, "epochs": 301}},
+        recipe_cls=DFGANRecipe,
+        build_generator=build_generator,
+        generate=generate,
+        noise_dim=lambda config: config.noise_dim,
+        default_truncation=lambda config: config.truncation,
+    )
+)
+
+__all__ = ["SPEC", "DFGANConfig", "DFGANRecipe", "NetD", "NetG", "build_generator", "build_head", "generate"]

@@ -1,0 +1,118 @@
+"""Training statistics and sample grids: scalars reported every step, reduced once per tick across processes and
+written to the console (rank 0, stderr), `stats.jsonl` and TensorBoard (only when the package is installed).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from rich.console import Console
+
+from t2itool.fileio import append_jsonl, atomic_path, atomic_write_text
+
+
+class StatsCollector:
+    """Accumulate named scalars over a tick; `reduce()` averages them over steps and processes."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.names: list[str] = []
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def add(self, stats: dict[str, torch.Tensor | float]) -> None:
+        for name, value in stats.items():
+            value = torch.as_tensor(value, dtype=torch.float64, device=self.device).detach().reshape(())
+            if name not in self.sums:
+                self.names.append(name)
+                self.sums[name] = torch.zeros((), dtype=torch.float64, device=self.device)
+            self.sums[name] += value
+        self.count += 1
+
+    def reduce(self) -> dict[str, float]:
+        """Mean of each statistic over the tick's steps and all processes; resets the collector."""
+        if not self.names:
+            return {}
+        flat = torch.stack([self.sums[n] for n in self.names] + [torch.tensor(float(self.count), device=self.device)])
+        if dist.is_initialized():
+            dist.all_reduce(flat)
+        means = {n: float(flat[i] / flat[-1]) for i, n in enumerate(self.names)}
+        self.names, self.sums, self.count = [], {}, 0
+        return means
+
+
+class StatsWriter:
+    """Rank 0's outputs for one run: console status line, stats.jsonl and optional TensorBoard events."""
+
+    def __init__(self, run_dir: Path, enabled: bool, console: Console | None = None) -> None:
+        self.enabled = enabled
+        self.jsonl = run_dir / "stats.jsonl"
+        self.console = console or Console(stderr=True)
+        self.tensorboard = None
+        if enabled and importlib.util.find_spec("tensorboard") is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def write(self, step: int, record: dict[str, float | int]) -> None:
+        if not self.enabled:
+            return
+        append_jsonl(self.jsonl, {"step": step, **record})
+        fields = []
+        for name, value in record.items():
+            if isinstance(value, float):
+                fields.append(f"{name} {value:.4g}" if math.isfinite(value) else f"{name} {value}")
+            else:
+                fields.append(f"{name} {value}")
+        self.console.print(f"[bold]step {step}[/]  " + "  ".join(fields), highlight=False, soft_wrap=True)
+        if self.tensorboard is not None:
+            for name, value in record.items():
+                self.tensorboard.add_scalar(name, value, step)
+            self.tensorboard.flush()
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+def truncated_noise(generator: torch.Generator, dim: int, truncation: float | None) -> torch.Tensor:
+    """One noise vector: N(0, I), or truncnorm(-2, 2) * truncation (DF-GAN's sampling noise) by resampling."""
+    z = torch.randn(dim, generator=generator)
+    if truncation is None:
+        return z
+    while True:
+        outside = z.abs() > 2.0
+        if not outside.any():
+            return z * truncation
+        z[outside] = torch.randn(int(outside.sum()), generator=generator)
+
+
+def save_grid(images: torch.Tensor, captions: list[str], path: Path, columns: int) -> None:
+    """Write `images` ((N, 3, H, W) in [-1, 1], one row per caption) as a PNG and the captions beside it (.txt)."""
+    from torchvision.utils import save_image
+
+    with atomic_path(path, suffix=".png") as tmp:
+        save_image(images.float().cpu(), tmp, nrow=columns, normalize=True, value_range=(-1, 1), format="png")
+    lines = [f"row {i}: {caption}" for i, caption in enumerate(captions)]
+    atomic_write_text(path.with_suffix(".txt"), "\n".join(lines) + "\n")
+
+
+@torch.no_grad()
+def render_grid(
+    generate: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    tokens: torch.Tensor,
+    lengths: torch.Tensor,
+    noise: torch.Tensor,
+    chunk: int = 16,
+) -> torch.Tensor:
+    """Run `generate(noise, tokens, lengths) -> images` over fixed (caption, noise) rows in chunks."""
+    parts = []
+    for start in range(0, noise.shape[0], chunk):
+        sl = slice(start, start + chunk)
+        parts.append(generate(noise[sl], tokens[sl], lengths[sl]).float().cpu())
+    return torch.cat(parts)

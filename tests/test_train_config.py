@@ -1,0 +1,72 @@
+"""Training config resolution, data sharding and per-sample noise: the pieces that need no dataset."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from t2itool.errors import T2IError
+from t2itool.training.batches import ShardedBatches
+from t2itool.training.config import resolve_config, run_name
+from t2itool.training.recipe import Batch, StepContext
+
+
+def test_precedence_preset_file_flags(tmp_path) -> None:
+    config = resolve_config("dfgan", flags={"preset": "birds"})
+    assert (config.batch_size, config.epochs, config.steps) == (32, 1301, None)
+    assert config.model_config["image_size"] == 256
+    toml = tmp_path / "run.toml"
+    toml.write_text("batch_size = 16\nsteps = 100\n[model]\nngf = 16\nlr_g = 2e-4\n")
+    config = resolve_config("dfgan", config_file=str(toml), sets={"ngf": "8"}, flags={"preset": "coco", "seed": 3})
+    assert (config.batch_size, config.steps, config.epochs, config.seed) == (16, 100, None, 3)  # file steps drop epochs
+    assert config.model_config["ngf"] == 8 and config.model_config["lr_g"] == 2e-4  # --set beats the file
+    config = resolve_config("dfgan", config_file=str(toml), flags={"epochs": 2, "image_size": 64, "batch_size": 4})
+    assert (config.steps, config.epochs, config.model_config["image_size"]) == (None, 2, 64)
+    assert run_name(config, 1) == "dfgan-64px-batch4"
+    config = resolve_config("dfgan", flags={"preset": "birds", "gpus": [0, 1], "image_size": 64, "batch_size": 8})
+    assert run_name(config, 2) == "dfgan-birds-64px-batch8-gpus2"
+
+
+def test_errors_name_the_key() -> None:
+    with pytest.raises(T2IError, match="unknown key; valid keys: .*gp_power.*ngf"):
+        resolve_config("dfgan", sets={"ngff": "8"})
+    with pytest.raises(T2IError, match="--set ngf='eight': expected int"):
+        resolve_config("dfgan", sets={"ngf": "eight"})
+    with pytest.raises(T2IError, match="--amp"):
+        resolve_config("dfgan", flags={"amp": "fp8"})
+    with pytest.raises(T2IError, match="presets birds, coco"):
+        resolve_config("dfgan", flags={"preset": "flowers"})
+    with pytest.raises(T2IError, match="unknown model"):
+        resolve_config("nope")
+
+
+def test_sharded_order_is_split_independent() -> None:
+    whole = ShardedBatches(50, 8, 1, 0, seed=5)
+    halves = [ShardedBatches(50, 4, 2, rank, seed=5) for rank in range(2)]
+    assert whole.steps_per_epoch == halves[0].steps_per_epoch == 6
+    for epoch in range(2):
+        order = whole.epoch_order(epoch)
+        assert sorted(order.tolist()) == list(range(50))
+        for b in range(whole.steps_per_epoch):
+            assert whole.indices(order, b) == halves[0].indices(order, b) + halves[1].indices(order, b)
+    assert not torch.equal(whole.epoch_order(0), whole.epoch_order(1))
+    with pytest.raises(T2IError, match="fewer than one global batch"):
+        ShardedBatches(7, 4, 2, 0, seed=0)
+
+
+def _batch(positions: list[int], global_size: int) -> Batch:
+    n = len(positions)
+    zeros = torch.zeros(n, dtype=torch.int64)
+    return Batch([torch.zeros(n, 3, 4, 4)], torch.ones(n, 3, dtype=torch.int64), zeros, zeros, zeros, zeros,
+                 torch.tensor(positions), global_size)  # fmt: skip
+
+
+def test_noise_depends_on_position_not_split() -> None:
+    ctx = StepContext(device=torch.device("cpu"), seed=7, step=3)
+    whole = ctx.noise(_batch([0, 1, 2, 3], 4), 10)
+    parts = torch.cat([ctx.noise(b, 10) for b in _batch([0, 1, 2, 3], 4).split(2)])
+    assert torch.equal(whole, parts)
+    assert torch.equal(whole[2:], ctx.noise(_batch([2, 3], 4), 10))
+    ctx.step = 4
+    assert not torch.equal(whole, ctx.noise(_batch([0, 1, 2, 3], 4), 10))
+    assert not torch.equal(whole, ctx.noise(_batch([0, 1, 2, 3], 4), 10, stream=1))
