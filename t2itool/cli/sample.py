@@ -1,0 +1,95 @@
+"""`t2itool sample`: images from a snapshot for free text, a captions file or a data file's split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from t2itool.cli.common import console, user_errors
+from t2itool.errors import T2IError
+
+
+def parse_truncation(value: str | None) -> float | None | str:
+    """None (flag absent) -> the preset's default; "none" -> plain N(0, I); else a positive float."""
+    if value is None:
+        return "default"
+    if value.strip().lower() == "none":
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise T2IError(f"--truncation {value!r}: expected a number or 'none'") from None
+    if number <= 0:
+        raise T2IError(f"--truncation {value}: must be positive")
+    return number
+
+
+def run_sample(
+    snapshot_path: Path,
+    out: Path,
+    texts: list[str],
+    captions: Path | None,
+    split: str | None,
+    data: Path | None,
+    per_caption: int,
+    seed: int,
+    truncation: str | None,
+    batch_size: int,
+    device: str,
+    visualize: bool,
+) -> None:
+    from t2itool import sampling
+    from t2itool.data.text import Vocabulary
+    from t2itool.training.checkpoint import load_snapshot
+
+    sources = sum([bool(texts), captions is not None, split is not None])
+    if sources != 1:
+        raise T2IError("give exactly one caption source: --text (repeatable), --captions FILE or --split test")
+    if split is not None and data is None:
+        raise T2IError(f"--split {split} needs --data FILE (the prepared data file)")
+    trunc = parse_truncation(truncation)
+    snap = load_snapshot(snapshot_path, device=device)
+    if split is not None:
+        from t2itool.data.store import Store
+
+        prompts = sampling.prompts_from_split(Store(data), split, snap.vocab_sha256)
+    else:
+        prompts = sampling.prompts_from_texts(
+            texts or sampling.read_captions_file(captions), Vocabulary(snap.vocab_words)
+        )
+    jobs = sampling.jobs_for(prompts, per_caption, seed)
+    result = sampling.sample(
+        snap, jobs, out, truncation=trunc, batch_size=batch_size, device=device, visualize=visualize, console=console
+    )
+    for text, words in result.missing_words.items():
+        console.print(f"[yellow]warning:[/] not in the vocabulary, dropped from {text!r}: {', '.join(words)}")
+    used = snap.spec.default_truncation(snap.config) if trunc == "default" else trunc
+    console.print(
+        f"{len(result.records)} images in {out} (samples.jsonl, grid.png); snapshot step {snap.step}, truncation {used}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("sample")
+    @user_errors
+    def sample_command(
+        snapshot: Path = typer.Argument(..., help="A run folder (its newest snapshot) or a snapshot-<step>.pt file."),
+        out: Path = typer.Option(..., "--out", help="Folder for the PNGs, samples.jsonl and grid.png."),
+        text: list[str] = typer.Option([], "--text", help="A caption (repeat for several)."),
+        captions: Path | None = typer.Option(None, "--captions", help="A text file, one caption a line."),
+        split: str | None = typer.Option(None, "--split", help="Every caption of this split of --data (e.g. test)."),
+        data: Path | None = typer.Option(None, "--data", help="The prepared data file (for --split)."),
+        per_caption: int = typer.Option(1, "--per-caption", help="Images per caption (seeds SEED, SEED+1, ...)."),
+        seed: int = typer.Option(0, "--seed", help="First seed; an image depends only on (snapshot, caption, seed)."),
+        truncation: str | None = typer.Option(
+            None, "--truncation", help="Noise truncation (default: the model preset's; 'none' for plain N(0, I))."
+        ),
+        batch_size: int = typer.Option(16, "--batch-size", help="Images per forward pass (does not change images)."),
+        device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
+        visualize: bool = typer.Option(False, "--visualize", help="Also save the model's own maps (e.g. masks)."),
+    ) -> None:
+        """Generate images from text with a trained snapshot."""
+        run_sample(
+            snapshot, out, text, captions, split, data, per_caption, seed, truncation, batch_size, device, visualize
+        )

@@ -1,0 +1,251 @@
+"""The sampler: captions -> images from a snapshot. Noise comes from one `torch.Generator` per (caption, seed), so an
+image depends only on (snapshot, caption, seed), not on batch size or device count. Writes PNGs, samples.jsonl, a grid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from t2itool.data.text import Vocabulary, pad_tokens, tokenize
+from t2itool.errors import T2IError
+from t2itool.fileio import atomic_path, atomic_write_text
+
+
+@dataclass
+class Prompt:
+    """One caption to sample. `key` keys the noise generators and the file names (the data file's caption index for
+    `--split`, the position in the list for free text); `caption_index` is set only for data-file captions."""
+
+    key: int
+    text: str
+    tokens: list[str]
+    ids: list[int]
+    missing: list[str]
+    caption_index: int | None = None
+
+
+@dataclass
+class Job:
+    prompt: Prompt
+    seed: int
+
+
+@dataclass
+class SampleResult:
+    out_dir: Path
+    records: list[dict[str, Any]]
+    missing_words: dict[str, list[str]] = field(default_factory=dict)  # caption text -> words not in the vocabulary
+    grid: Path | None = None
+
+
+def prompts_from_texts(texts: list[str], vocab: Vocabulary) -> list[Prompt]:
+    """Free-text captions tokenised with AttnGAN's rules; unknown words are kept in `missing`, never silently lost."""
+    prompts = []
+    for key, text in enumerate(texts):
+        tokens = tokenize(text)
+        ids, missing = vocab.encode(tokens)
+        if not ids:
+            raise T2IError(f"caption {text!r}: none of its words are in the snapshot's vocabulary")
+        prompts.append(Prompt(key, text, tokens, ids, missing))
+    return prompts
+
+
+def read_captions_file(path: str | os.PathLike) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise T2IError(f"--captions {path}: no such file (one caption a line)")
+    texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not texts:
+        raise T2IError(f"--captions {path}: no captions in the file")
+    return texts
+
+
+def _check_vocab(store: Any, vocab_sha256: str) -> None:
+    if store.vocab_sha256 != vocab_sha256:
+        raise T2IError(
+            f"--data {store.path}: its vocabulary ({len(store.vocab)} words, sha256 {store.vocab_sha256[:12]}) differs "
+            f"from the snapshot's (sha256 {vocab_sha256[:12]}); use the data file the model was trained on"
+        )
+
+
+def prompts_from_split(store: Any, split: str, vocab_sha256: str) -> list[Prompt]:
+    """Every caption of the data file's `split` images, in order; keys are the data file's caption indices."""
+    _check_vocab(store, vocab_sha256)
+    prompts = []
+    for image_index in store.split_indices(split):
+        for caption_index in store.caption_indices(int(image_index)):
+            prompts.append(_store_prompt(store, caption_index))
+    if not prompts:
+        raise T2IError(f"--data {store.path}: split {split!r} has no captions")
+    return prompts
+
+
+def _store_prompt(store: Any, caption_index: int) -> Prompt:
+    ids = [int(i) for i in store.caption_tokens(caption_index)]
+    words = store.vocab.words
+    return Prompt(caption_index, store.caption_text(caption_index), [words[i] for i in ids], ids, [], caption_index)
+
+
+def protocol_jobs(store: Any, split: str, vocab_sha256: str, num_images: int, seed: int = 0) -> list[Job]:
+    """The evaluation protocol: passes over the split's images, one random caption per image per pass (drawn with
+    `seed`), pass p sampled with seed `seed + p`, until `num_images` jobs (CUB: 10 passes over the test set)."""
+    _check_vocab(store, vocab_sha256)
+    images = store.split_indices(split)
+    if len(images) == 0:
+        raise T2IError(f"--data {store.path}: split {split!r} has no images")
+    rng = np.random.default_rng(seed)
+    jobs: list[Job] = []
+    pass_index = 0
+    while len(jobs) < num_images:
+        for image_index in images:
+            captions = store.caption_indices(int(image_index))
+            caption_index = captions[int(rng.integers(len(captions)))]
+            jobs.append(Job(_store_prompt(store, caption_index), seed + pass_index))
+            if len(jobs) == num_images:
+                break
+        pass_index += 1
+    return jobs
+
+
+def jobs_for(prompts: list[Prompt], per_caption: int, seed: int) -> list[Job]:
+    if per_caption < 1:
+        raise T2IError(f"--per-caption {per_caption}: must be at least 1")
+    return [Job(prompt, seed + k) for prompt in prompts for k in range(per_caption)]
+
+
+def noise_generator(key: int, seed: int) -> torch.Generator:
+    """A CPU generator seeded from (caption key, seed) through sha256: no two pairs share a stream by arithmetic."""
+    digest = hashlib.sha256(f"t2itool-noise:{int(key)}:{int(seed)}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+
+
+def draw_noise(key: int, seed: int, noise_dim: int, truncation: float | None) -> torch.Tensor:
+    """(noise_dim,) on CPU: N(0, I), or with truncation t a normal truncated to [-2, 2] times t (DF-GAN's sampler)."""
+    generator = noise_generator(key, seed)
+    if truncation is None:
+        return torch.randn(noise_dim, generator=generator)
+    return torch.nn.init.trunc_normal_(torch.empty(noise_dim), 0.0, 1.0, -2.0, 2.0, generator=generator) * truncation
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) in [-1, 1] -> uint8 (B, H, W, 3)."""
+    assert images.dim() == 4 and images.shape[1] == 3, tuple(images.shape)
+    scaled = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round()
+    return scaled.to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def _map_strip(maps: list[torch.Tensor], row: int, size: int) -> np.ndarray:
+    """One image's maps of every block, each min-max scaled and resized (nearest) to `size`, side by side."""
+    tiles = []
+    for block in maps:
+        tile = block[row].detach().float().cpu()
+        tile = tile.mean(0, keepdim=True) if tile.dim() == 3 else tile.unsqueeze(0)
+        tile = (tile - tile.min()) / (tile.max() - tile.min()).clamp_min(1e-8)
+        tile = torch.nn.functional.interpolate(tile.unsqueeze(0), size=(size, size), mode="nearest")[0, 0]
+        tiles.append((tile * 255).round().to(torch.uint8).numpy())
+    return np.concatenate(tiles, axis=1)
+
+
+def _save_png(array: np.ndarray, path: Path) -> None:
+    with atomic_path(path, suffix=".png") as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
+
+
+def save_grid(arrays: list[np.ndarray], path: Path, columns: int = 8) -> Path:
+    count = len(arrays)
+    columns = min(columns, count)
+    rows = (count + columns - 1) // columns
+    height, width = arrays[0].shape[:2]
+    canvas = np.full((rows * height, columns * width, 3), 255, dtype=np.uint8)
+    for index, array in enumerate(arrays):
+        r, c = divmod(index, columns)
+        canvas[r * height : (r + 1) * height, c * width : (c + 1) * width] = array
+    _save_png(canvas, path)
+    return path
+
+
+@torch.no_grad()
+def sample(
+    snapshot: Any,
+    jobs: list[Job],
+    out_dir: str | os.PathLike,
+    *,
+    truncation: float | None | str = "default",
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    visualize: bool = False,
+    grid_size: int = 64,
+    console: Any = None,
+) -> SampleResult:
+    """Generate one PNG per job into `out_dir` with samples.jsonl (written last, atomically) and grid.png.
+
+    `snapshot` is a `t2itool.training.checkpoint.Snapshot` (spec, config, generator, text_encoder, sha256, ...).
+    `truncation="default"` takes the model preset's value (`spec.default_truncation(config)`).
+    """
+    from t2itool.metrics.fidelity import progress_bar
+
+    if not jobs:
+        raise T2IError("nothing to sample: give --text, --captions or --split")
+    if batch_size < 1:
+        raise T2IError(f"--batch-size {batch_size}: must be at least 1")
+    device = torch.device(device)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    spec, config = snapshot.spec, snapshot.config
+    if truncation == "default":
+        truncation = spec.default_truncation(config)
+    noise_dim = int(spec.noise_dim(config))
+    max_words = int(getattr(config, "max_words", 18))
+    generator, text_encoder = snapshot.generator.to(device).eval(), snapshot.text_encoder.to(device).eval()
+    records: list[dict[str, Any]] = []
+    grid_images: list[np.ndarray] = []
+    missing = {job.prompt.text: job.prompt.missing for job in jobs if job.prompt.missing}
+    with progress_bar(console) as progress:
+        task = progress.add_task("sampling", total=len(jobs))
+        for start in range(0, len(jobs), batch_size):
+            batch = jobs[start : start + batch_size]
+            tokens = torch.from_numpy(np.stack([pad_tokens(job.prompt.ids, max_words) for job in batch])).to(device)
+            lengths = torch.tensor([min(len(job.prompt.ids), max_words) for job in batch], dtype=torch.int64)
+            text = text_encoder.encode(tokens, lengths.to(device))
+            noise = torch.stack([draw_noise(j.prompt.key, j.seed, noise_dim, truncation) for j in batch]).to(device)
+            output = spec.generate(generator, noise, text)
+            arrays = to_uint8(output.image)
+            for row, job in enumerate(batch):
+                stem = f"c{job.prompt.key:06d}-s{job.seed:04d}"
+                _save_png(arrays[row], out / f"{stem}.png")
+                record: dict[str, Any] = {
+                    "file": f"{stem}.png",
+                    "caption": job.prompt.text,
+                    "tokens": job.prompt.tokens,
+                    "token_ids": job.prompt.ids,
+                    "missing_words": job.prompt.missing,
+                    "caption_index": job.prompt.caption_index,
+                    "key": job.prompt.key,
+                    "seed": job.seed,
+                    "truncation": truncation,
+                    "snapshot": str(snapshot.path),
+                    "snapshot_sha256": snapshot.sha256,
+                }
+                if visualize and output.maps:
+                    (out / "maps").mkdir(exist_ok=True)
+                    record["maps"] = {}
+                    for name, maps in output.maps.items():
+                        map_file = f"maps/{stem}-{name}.png"
+                        _save_png(_map_strip(maps, row, arrays.shape[1]), out / map_file)
+                        record["maps"][name] = map_file
+                records.append(record)
+                if len(grid_images) < grid_size:
+                    grid_images.append(arrays[row])
+            progress.advance(task, len(batch))
+    grid = save_grid(grid_images, out / "grid.png")
+    atomic_write_text(out / "samples.jsonl", "".join(json.dumps(record) + "\n" for record in records))
+    return SampleResult(out, records, missing, grid)

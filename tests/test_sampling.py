@@ -1,0 +1,160 @@
+"""The sampler: batch-size independence, seeds, file outputs, out-of-vocabulary reporting, protocol jobs, maps."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from t2itool import sampling
+from t2itool.data.text import Vocabulary
+from t2itool.encoders.features import TextFeatures
+from t2itool.errors import T2IError
+from t2itool.models.registry import GeneratorOutput, get_model
+
+WORDS = ["<end>", "a", "small", "red", "bird", "with", "blue", "wings", "green", "circle"]
+
+
+class BagOfWordsEncoder(nn.Module):
+    """A stand-in for the DAMSM text encoder with the same `encode` contract (per-caption, batch independent)."""
+
+    def __init__(self, vocab_size: int, dim: int = 256) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, dim, padding_idx=0)
+
+    def encode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> TextFeatures:
+        words = self.embed(tokens).transpose(1, 2)
+        sentence = words.sum(2) / lengths.clamp_min(1).unsqueeze(1).float()
+        return TextFeatures(words, sentence, tokens == 0, lengths)
+
+
+@dataclass
+class FakeSnapshot:
+    path: Path
+    spec: Any
+    config: Any
+    generator: nn.Module
+    text_encoder: nn.Module
+    sha256: str
+    vocab_words: list[str]
+    vocab_sha256: str
+
+
+def _snapshot(maps: bool = False) -> FakeSnapshot:
+    torch.manual_seed(0)
+    spec = get_model("dfgan")
+    config = spec.make_config(None, {"image_size": 32, "ngf": 8, "noise_dim": 16, "max_words": 6})
+    if maps:  # a spec whose generator also returns per-block maps, as SSA-GAN does
+        import dataclasses
+
+        def generate(generator, noise, text) -> GeneratorOutput:
+            image = generator(noise, text.sentence)
+            return GeneratorOutput([image], {"mask": [image[:, :1, ::4, ::4], image[:, 1:2]]})
+
+        spec = dataclasses.replace(spec, generate=generate)
+    vocab = Vocabulary(WORDS)
+    return FakeSnapshot(
+        Path("snap.pt"),
+        spec,
+        config,
+        spec.build_generator(config).eval(),
+        BagOfWordsEncoder(len(WORDS)).eval(),
+        "f" * 64,
+        WORDS,
+        vocab.sha256,
+    )
+
+
+def _pixels(folder: Path) -> dict[str, np.ndarray]:
+    return {p.name: np.asarray(Image.open(p)) for p in sorted(folder.glob("c*.png"))}
+
+
+def test_images_do_not_depend_on_batch_size(tmp_path: Path) -> None:
+    snap = _snapshot()
+    prompts = sampling.prompts_from_texts(
+        ["a small red bird", "blue wings", "a green circle with wings"], Vocabulary(WORDS)
+    )
+    jobs = sampling.jobs_for(prompts, per_caption=2, seed=7)
+    sampling.sample(snap, jobs, tmp_path / "b1", batch_size=1)
+    sampling.sample(snap, jobs, tmp_path / "b4", batch_size=4)
+    one, four = _pixels(tmp_path / "b1"), _pixels(tmp_path / "b4")
+    assert len(one) == 6 and one.keys() == four.keys()
+    for name in one:
+        np.testing.assert_array_equal(one[name], four[name])
+    # different seeds give different images
+    assert not np.array_equal(one["c000000-s0007.png"], one["c000000-s0008.png"])
+
+
+def test_outputs_records_and_oov_words(tmp_path: Path) -> None:
+    snap = _snapshot()
+    prompts = sampling.prompts_from_texts(["A small purple bird!", "green circle"], Vocabulary(WORDS))
+    assert prompts[0].missing == ["purple"] and prompts[0].tokens == ["a", "small", "purple", "bird"]
+    result = sampling.sample(snap, sampling.jobs_for(prompts, 1, 0), tmp_path, truncation=None)
+    assert result.missing_words == {"A small purple bird!": ["purple"]}
+    records = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert [r["file"] for r in records] == ["c000000-s0000.png", "c000001-s0000.png"]
+    assert records[0]["snapshot_sha256"] == "f" * 64 and records[0]["missing_words"] == ["purple"]
+    assert records[0]["token_ids"] == [1, 2, 4] and records[0]["truncation"] is None
+    assert np.asarray(Image.open(tmp_path / "c000000-s0000.png")).shape == (32, 32, 3)
+    assert np.asarray(Image.open(tmp_path / "grid.png")).shape == (32, 64, 3)
+    with pytest.raises(T2IError, match="none of its words"):
+        sampling.prompts_from_texts(["purple hat"], Vocabulary(WORDS))
+
+
+def test_truncation_default_and_noise() -> None:
+    snap = _snapshot()
+    assert snap.spec.default_truncation(snap.config) == pytest.approx(0.88)
+    noise = sampling.draw_noise(3, 1, 1000, 0.5)
+    assert noise.abs().max() <= 1.0 + 1e-6  # truncated to [-2, 2] then scaled by 0.5
+    torch.testing.assert_close(noise, sampling.draw_noise(3, 1, 1000, 0.5))
+    assert not torch.equal(sampling.draw_noise(3, 1, 16, None), sampling.draw_noise(1, 3, 16, None))
+
+
+def test_visualize_saves_maps(tmp_path: Path) -> None:
+    snap = _snapshot(maps=True)
+    prompts = sampling.prompts_from_texts(["red bird"], Vocabulary(WORDS))
+    result = sampling.sample(snap, sampling.jobs_for(prompts, 1, 0), tmp_path, visualize=True)
+    map_file = tmp_path / result.records[0]["maps"]["mask"]
+    assert np.asarray(Image.open(map_file)).shape == (32, 64)  # two blocks side by side at image size
+
+
+def test_split_prompts_and_protocol_jobs(shapes_h5: str) -> None:
+    from t2itool.data.store import Store
+
+    store = Store(shapes_h5)
+    prompts = sampling.prompts_from_split(store, "test", store.vocab_sha256)
+    test_images = store.split_indices("test")
+    assert len(prompts) == sum(len(store.caption_indices(int(i))) for i in test_images)
+    assert all(store.caption_image(p.caption_index) in set(test_images.tolist()) for p in prompts)
+    jobs = sampling.protocol_jobs(store, "test", store.vocab_sha256, num_images=2 * len(test_images) + 1)
+    assert len(jobs) == 2 * len(test_images) + 1
+    assert [j.seed for j in jobs[: len(test_images)]] == [0] * len(test_images) and jobs[-1].seed == 2
+    with pytest.raises(T2IError, match="vocabulary"):
+        sampling.prompts_from_split(store, "test", "0" * 64)
+
+
+def test_visualize_ssacn_masks_per_block(tmp_path: Path) -> None:
+    # registers the model; it imports the DAMSM losses, so this runs once t2itool.encoders provides them
+    pytest.importorskip("t2itool.models.dfgan_ssacn", exc_type=ImportError)
+
+    spec = get_model("dfgan-ssacn")
+    config = spec.make_config(None, {"image_size": 32, "ngf": 8, "noise_dim": 16, "max_words": 6})
+    torch.manual_seed(0)
+    snap = FakeSnapshot(
+        Path("snap.pt"), spec, config, spec.build_generator(config).eval(), BagOfWordsEncoder(len(WORDS)).eval(),
+        "e" * 64, WORDS, Vocabulary(WORDS).sha256,
+    )  # fmt: skip
+    prompts = sampling.prompts_from_texts(["red bird", "blue circle"], Vocabulary(WORDS))
+    result = sampling.sample(snap, sampling.jobs_for(prompts, 1, 0), tmp_path, visualize=True, batch_size=2)
+    noise = torch.zeros(1, 16)
+    text = snap.text_encoder.encode(torch.tensor([[3, 4, 0, 0, 0, 0]]), torch.tensor([2]))
+    blocks = len(spec.generate(snap.generator, noise, text).maps["mask"])
+    strip = np.asarray(Image.open(tmp_path / result.records[1]["maps"]["mask"]))
+    assert blocks >= 1 and strip.shape == (32, 32 * blocks)
