@@ -66,7 +66,9 @@ def load_checkpoint(path: str | os.PathLike, kind: str, map_location: str | torc
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for truncated or foreign files
-        raise T2IError(f"{path}: cannot be read as a {kind} ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
+        raise T2IError(
+            f"{path}: cannot be read as a {kind} ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+        ) from exc
     if not isinstance(obj, dict):
         raise T2IError(f"{path}: not a {kind} (found {type(obj).__name__}, expected a dict)")
     return obj
