@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from t2itool.data.text import Vocabulary
 from t2itool.errors import T2IError
 from t2itool.fileio import atomic_torch_save, atomic_write_json, load_checkpoint, sha256_file
 
@@ -118,7 +119,7 @@ class Snapshot:
     config: Any
     generator: nn.Module
     text_encoder: nn.Module
-    vocab: Any
+    vocab: Vocabulary
     vocab_words: list[str]
     vocab_sha256: str
     sha256: str
@@ -126,19 +127,6 @@ class Snapshot:
     image_size: int
     data: dict
     generator_is_ema: bool
-
-
-def _vocabulary(words: list[str]) -> Any:
-    try:
-        from t2itool.data.text import Vocabulary
-    except ImportError:  # the data package is optional for inference-only users of the snapshot
-        return words
-    for build in (lambda: Vocabulary(words), lambda: Vocabulary.from_words(words)):
-        try:
-            return build()
-        except (TypeError, AttributeError):
-            continue
-    return words
 
 
 def load_snapshot(path: str | Path, device: str | torch.device = "cpu") -> Snapshot:
@@ -164,7 +152,7 @@ def load_snapshot(path: str | Path, device: str | torch.device = "cpu") -> Snaps
         config=config,
         generator=generator.to(device).eval().requires_grad_(False),
         text_encoder=text_encoder.to(device).eval().requires_grad_(False),
-        vocab=_vocabulary(obj["vocab"]),
+        vocab=Vocabulary(obj["vocab"]),
         vocab_words=list(obj["vocab"]),
         vocab_sha256=obj["vocab_sha256"],
         sha256=sha256_file(file),

@@ -153,7 +153,7 @@ def training_loop(
     # Data and encoders (the DAMSM loader refuses a vocabulary that differs from the data's).
     store, dataset = open_data(data, recipe, seed)
     encoders = load_damsm(damsm, store=store, device=device)
-    text_encoder, image_encoder, damsm_settings = _unpack_encoders(encoders)
+    text_encoder, image_encoder, damsm_settings = encoders.text_encoder, encoders.image_encoder, encoders.gammas
     text_encoder.to(device).eval().requires_grad_(False)
     if recipe.trains_text_encoder:
         text_encoder.train().requires_grad_(True)
@@ -360,22 +360,3 @@ def _keep_last_good(run_path: Path, ctx: StepContext, save: Any, step: int) -> s
         _, state_file = save(step)
         return f"state of the last good step saved to {state_file}" if state_file else "state saved by rank 0"
     return f"last good state kept in {run_path / 'states'}"
-
-
-def _unpack_encoders(encoders: Any) -> tuple[torch.nn.Module, torch.nn.Module | None, dict[str, Any]]:
-    """Accept what load_damsm returns: an object with text_encoder/image_encoder, or a (text, image[, ...]) tuple."""
-    if isinstance(encoders, tuple):
-        text, image = encoders[0], encoders[1] if len(encoders) > 1 else None
-        meta = encoders[2] if len(encoders) > 2 and isinstance(encoders[2], dict) else {}
-        return text, image, dict(meta)
-    text = encoders.text_encoder
-    image = getattr(encoders, "image_encoder", None)
-    meta = {}
-    for key in ("gamma1", "gamma2", "gamma3"):
-        if hasattr(encoders, key):
-            meta[key] = getattr(encoders, key)
-    for key in ("config", "loss", "settings"):
-        value = getattr(encoders, key, None)
-        if isinstance(value, dict):
-            meta.update({k: v for k, v in value.items() if k.startswith("gamma")})
-    return text, image, meta
