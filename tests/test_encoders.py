@@ -323,3 +323,16 @@ def test_image_encoder_gradients_reach_only_projections(image_encoder) -> None:
     assert encoder.emb_features.weight.grad is not None and encoder.emb_cnn_code.bias.grad is not None
     assert all(p.grad is None for p in encoder.backbone_parameters())
     assert F.cosine_similarity(code[0], code[1], dim=0) < 0.9999  # different images, different codes
+
+
+def test_text_encoder_is_float32_under_bf16_autocast() -> None:
+    """oneDNN's CPU LSTM has no bf16 kernel: the encoder must step out of autocast, with unchanged results."""
+    torch.manual_seed(0)
+    encoder = TextEncoder(40).eval()
+    tokens, lengths = torch.randint(1, 40, (4, 18)), torch.tensor([18, 18, 7, 3])
+    with torch.no_grad():
+        expected = encoder(tokens, lengths)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = encoder(tokens, lengths)
+    assert got[0].dtype == torch.float32
+    torch.testing.assert_close(got[1], expected[1])

@@ -69,7 +69,9 @@ class TextEncoder(nn.Module):
         lengths = lengths.detach().to("cpu", torch.int64).clamp(1, max_length)
         embedded = self.drop(self.encoder(tokens))
         packed = pack_padded_sequence(embedded, lengths, batch_first=True, enforce_sorted=False)
-        output, hidden = self.rnn(packed)
+        # Always float32: the encoder is small, and oneDNN's CPU LSTM has no bf16 kernel under autocast.
+        with torch.autocast(tokens.device.type, enabled=False):
+            output, hidden = self.rnn(packed.float() if packed.data.dtype != torch.float32 else packed)
         output, _ = pad_packed_sequence(output, batch_first=True, total_length=max_length)
         words = output.transpose(1, 2)  # (B, 2H, T); pad_packed_sequence leaves zeros past each length
         final = hidden[0] if isinstance(hidden, tuple) else hidden  # (2, B, H): forward then backward direction
