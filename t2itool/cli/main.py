@@ -13,11 +13,11 @@ from t2itool import __version__
 COMMAND_MODULES = [
     "t2itool.cli.prep",
     "t2itool.cli.info",
+    "t2itool.cli.damsm",
     "t2itool.cli.train",
     "t2itool.cli.models",
     "t2itool.cli.sample",
     "t2itool.cli.score",
-    "t2itool.cli.damsm",
     # add new command modules above this line
 ]
 
