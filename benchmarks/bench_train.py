@@ -29,20 +29,27 @@ def variants(device: torch.device) -> list[tuple[str, str, bool]]:
     return result
 
 
-def text_encoder_for(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn.Module, int]:
-    from t2itool.encoders import TextEncoder, load_damsm
+def encoders_for(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module, int]:
+    """Text and image encoders: from --damsm, else fresh ones (random backbone) for a synthetic vocabulary."""
+    import warnings
+
+    from t2itool.encoders import ImageEncoder, TextEncoder, load_backbone, load_damsm
 
     if args.damsm:
         from t2itool.data.store import Store
 
         store = Store(args.data)
         loaded = load_damsm(args.damsm, store=store, device=device)
-        encoder = loaded[0] if isinstance(loaded, tuple) else loaded.text_encoder
-        return encoder.to(device).eval().requires_grad_(False), len(store.vocab)
-    return TextEncoder(args.vocab_size).to(device).eval().requires_grad_(False), args.vocab_size
+        return loaded.text_encoder, loaded.image_encoder, len(store.vocab)
+    image_encoder = ImageEncoder(image_size=args.encoder_image_size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a random backbone costs the same time as a real one
+        load_backbone(image_encoder, "random")
+    text_encoder = TextEncoder(args.vocab_size).to(device).eval().requires_grad_(False)
+    return text_encoder, image_encoder.to(device).eval().requires_grad_(False), args.vocab_size
 
 
-def make_context(spec, args, device, amp, channels_last, text_encoder) -> tuple[object, StepContext]:
+def make_context(spec, args, device, amp, channels_last, text_encoder, image_encoder) -> tuple[object, StepContext]:
     config = spec.make_config(None, {"image_size": args.image_size, **dict(args.sets)})
     recipe = spec.recipe_cls(config)
     torch.manual_seed(0)
@@ -52,8 +59,9 @@ def make_context(spec, args, device, amp, channels_last, text_encoder) -> tuple[
     optimizers = recipe.build_optimizers(nets, text_encoder)
     scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
     ctx = StepContext(
-        device=device, seed=0, amp=amp, nets=nets, optimizers=optimizers, text_encoder=text_encoder, scaler=scaler
-    )
+        device=device, seed=0, amp=amp, nets=nets, optimizers=optimizers, text_encoder=text_encoder, scaler=scaler,
+        image_encoder=image_encoder if recipe.needs_image_encoder else None,
+    )  # fmt: skip
     return recipe, ctx
 
 
@@ -101,12 +109,13 @@ def main() -> None:
     parser.add_argument("--damsm", default=None, help="DAMSM checkpoint matching --data")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--vocab-size", type=int, default=100, help="synthetic vocabulary without --damsm")
+    parser.add_argument("--encoder-image-size", type=int, default=299, help="DAMSM image encoder input without --damsm")
     parser.add_argument("--set", dest="sets", action="append", default=[], type=lambda s: tuple(s.split("=", 1)))
     args = parser.parse_args()
     if bool(args.data) != bool(args.damsm):
         parser.error("--data and --damsm go together")
     device = torch.device(args.device)
-    text_encoder, vocab_size = text_encoder_for(args, device)
+    text_encoder, image_encoder, vocab_size = encoders_for(args, device)
     models = args.models.split(",") if args.models else list_models()
 
     table = Table(title=f"training speed, {args.image_size} px, batch {args.batch_size}, {device}")
@@ -115,12 +124,12 @@ def main() -> None:
     for name in models:
         spec = get_model(name)
         for label, amp, channels_last in variants(device):
-            recipe, ctx = make_context(spec, args, device, amp, channels_last, text_encoder)
+            recipe, ctx = make_context(spec, args, device, amp, channels_last, text_encoder, image_encoder)
             vocab = vocab_size
             ms = time_steps(recipe, ctx, synthetic_batches(recipe, args, device, vocab, channels_last), args, device)
             row = [name, label, f"{ms:.1f}", f"{args.batch_size * 1000 / ms:.1f}", "-", "-"]
             if args.data:
-                recipe, ctx = make_context(spec, args, device, amp, channels_last, text_encoder)
+                recipe, ctx = make_context(spec, args, device, amp, channels_last, text_encoder, image_encoder)
                 _, dataset = open_data(args.data, recipe, seed=0)
                 order = ShardedBatches(len(dataset), args.batch_size, 1, 0, seed=0)
                 loader = order.batches(
