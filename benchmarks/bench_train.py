@@ -110,6 +110,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--vocab-size", type=int, default=100, help="synthetic vocabulary without --damsm")
     parser.add_argument("--encoder-image-size", type=int, default=299, help="DAMSM image encoder input without --damsm")
+    parser.add_argument("--variants", default=None, help="comma-separated subset of fp32,channels-last,bf16,fp16")
     parser.add_argument("--set", dest="sets", action="append", default=[], type=lambda s: tuple(s.split("=", 1)))
     args = parser.parse_args()
     if bool(args.data) != bool(args.damsm):
@@ -123,7 +124,8 @@ def main() -> None:
         table.add_column(column, justify="right")
     for name in models:
         spec = get_model(name)
-        for label, amp, channels_last in variants(device):
+        chosen = [v for v in variants(device) if args.variants is None or v[0] in args.variants.split(",")]
+        for label, amp, channels_last in chosen:
             recipe, ctx = make_context(spec, args, device, amp, channels_last, text_encoder, image_encoder)
             vocab = vocab_size
             ms = time_steps(recipe, ctx, synthetic_batches(recipe, args, device, vocab, channels_last), args, device)
