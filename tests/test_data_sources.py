@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from t2itool.cli.main import app
-from t2itool.data.prepare import bbox_crop_box, resize_square, run_prep
+from t2itool.data.prepare import PrepOptions, bbox_crop_box, resize_square, run_prep
 from t2itool.data.sources.coco import build_coco
 from t2itool.data.sources.cub import build_cub
 from t2itool.data.sources.folder import build_folder
@@ -187,7 +187,8 @@ def test_interrupt_leaves_nothing_at_out(tmp_path) -> None:
 
     items[5].load = explode  # runs in-process (below POOL_MIN_IMAGES)
     with pytest.raises(KeyboardInterrupt):
-        run_prep(items, tmp_path / "k.h5", source="shapes", image_size=16, workers=1, show_progress=False)
+        options = PrepOptions(image_size=16, workers=1, show_progress=False)
+        run_prep(items, tmp_path / "k.h5", options, source="shapes")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -20,15 +21,23 @@ VOCAB = typer.Option(None, "--vocab", help="AttnGAN captions.pickle whose vocabu
 MIN_COUNT = typer.Option(0, "--min-word-count", help="Keep words seen at least this often (0 = all, as AttnGAN).")
 
 
-def _vocab(path: Path | None, min_word_count: int):
+def _options(
+    image_size: int, image_format: str, vocab: Path | None, min_word_count: int, workers: int, strict: bool
+) -> dict[str, Any]:
+    """The shared flags as PrepOptions fields, with the imported vocabulary loaded."""
     from t2itool.data.text import load_attngan_vocabulary
     from t2itool.errors import T2IError
 
-    if path is None:
-        return None
-    if min_word_count:
+    if vocab is not None and min_word_count:
         raise T2IError("--min-word-count cannot be combined with --vocab (the imported vocabulary is used as is)")
-    return load_attngan_vocabulary(path)
+    return {
+        "image_size": image_size,
+        "image_format": image_format,
+        "vocab": None if vocab is None else load_attngan_vocabulary(vocab),
+        "min_word_count": min_word_count,
+        "workers": workers,
+        "strict": strict,
+    }
 
 
 def report(summary: PrepSummary) -> None:
@@ -66,9 +75,7 @@ def prep_cub(
     """CUB-200-2011 in AttnGAN's layout, with its bounding-box crop."""
     from t2itool.data.sources.cub import build_cub
 
-    report(
-        build_cub(root, out, image_size, image_format, _vocab(vocab, min_word_count), min_word_count, workers, strict)
-    )
+    report(build_cub(root, out, **_options(image_size, image_format, vocab, min_word_count, workers, strict)))
 
 
 @prep_app.command("coco")
@@ -86,9 +93,7 @@ def prep_coco(
     """COCO-2014 (train2014 = train, val2014 = test), first 5 valid captions per image."""
     from t2itool.data.sources.coco import build_coco
 
-    report(
-        build_coco(root, out, image_size, image_format, _vocab(vocab, min_word_count), min_word_count, workers, strict)
-    )
+    report(build_coco(root, out, **_options(image_size, image_format, vocab, min_word_count, workers, strict)))
 
 
 @prep_app.command("folder")
@@ -108,11 +113,8 @@ def prep_folder(
     """Your own captioned images."""
     from t2itool.data.sources.folder import build_folder
 
-    summary = build_folder(
-        root, out, image_size, image_format, _vocab(vocab, min_word_count), min_word_count, workers, strict,
-        split_file=split_file, seed=seed,
-    )  # fmt: skip
-    report(summary)
+    options = _options(image_size, image_format, vocab, min_word_count, workers, strict)
+    report(build_folder(root, out, split_file=split_file, seed=seed, **options))
 
 
 @prep_app.command("shapes")

@@ -125,23 +125,37 @@ def _results(tasks: list, workers: int):
         yield from pool.imap(_process, tasks, chunksize=chunksize)
 
 
+@dataclass
+class PrepOptions:
+    """What every source shares: the `prep` flags of the same names."""
+
+    image_size: int = 304  # stored square size (the 256 crop's 76/64 margin)
+    image_format: str = "raw"  # raw | jpeg
+    vocab: Vocabulary | None = None  # imported vocabulary; None = build from all captions
+    min_word_count: int = 0
+    workers: int = 0  # 0 = all cores
+    strict: bool = False  # an unreadable image is fatal instead of skipped
+    show_progress: bool = True
+
+
 def run_prep(
     items: Sequence[SourceItem],
     out: str | os.PathLike,
+    options: PrepOptions,
     *,
     source: str,
-    image_size: int = 304,
-    image_format: str = "raw",
     max_captions: int | None = None,  # keep the first N valid captions per image (AttnGAN's CAPTIONS_PER_IMAGE)
-    vocab: Vocabulary | None = None,  # imported vocabulary; None = build from all captions
-    min_word_count: int = 0,
-    workers: int = 0,  # 0 = all cores
-    strict: bool = False,
-    show_progress: bool = True,
     extra_attrs: dict[str, Any] | None = None,
 ) -> PrepSummary:
     """Write `items` to `out` (atomically). Unreadable images are skipped and listed, or fatal with `strict`."""
     start = time.perf_counter()
+    image_size, image_format, vocab = options.image_size, options.image_format, options.vocab
+    min_word_count, workers, strict, show_progress = (
+        options.min_word_count,
+        options.workers,
+        options.strict,
+        options.show_progress,
+    )
     if image_format not in IMAGE_FORMATS:
         raise T2IError(f"--image-format {image_format!r}: choose one of {', '.join(IMAGE_FORMATS)}")
     if image_size < 8:

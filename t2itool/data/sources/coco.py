@@ -7,10 +7,18 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
-from t2itool.data.prepare import PrepSummary, SourceItem, load_image_file, require_dir, require_file, run_prep
+from t2itool.data.prepare import (
+    PrepOptions,
+    PrepSummary,
+    SourceItem,
+    load_image_file,
+    require_dir,
+    require_file,
+    run_prep,
+)
 from t2itool.data.sources.cub import _key_list, read_text
-from t2itool.data.text import Vocabulary
 from t2itool.errors import T2IError
 
 CAPTIONS_PER_IMAGE = 5
@@ -70,20 +78,8 @@ def coco_items(root: str | os.PathLike, image_size: int) -> tuple[list[SourceIte
     )
 
 
-def build_coco(
-    root: str | os.PathLike,
-    out: str | os.PathLike,
-    image_size: int = 304,
-    image_format: str = "raw",
-    vocab: Vocabulary | None = None,
-    min_word_count: int = 0,
-    workers: int = 0,
-    strict: bool = False,
-    show_progress: bool = True,
-) -> PrepSummary:
-    items, layout = coco_items(root, image_size)
-    return run_prep(
-        items, out, source="coco", image_size=image_size, image_format=image_format, max_captions=CAPTIONS_PER_IMAGE,
-        vocab=vocab, min_word_count=min_word_count, workers=workers, strict=strict, show_progress=show_progress,
-        extra_attrs={"layout": layout},
-    )  # fmt: skip
+def build_coco(root: str | os.PathLike, out: str | os.PathLike, **options: Any) -> PrepSummary:
+    """`prep coco`; `options` are PrepOptions fields."""
+    opts = PrepOptions(**options)
+    items, layout = coco_items(root, opts.image_size)
+    return run_prep(items, out, opts, source="coco", max_captions=CAPTIONS_PER_IMAGE, extra_attrs={"layout": layout})

@@ -7,9 +7,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from t2itool.data.prepare import PrepSummary, SourceItem, load_image_file, require_dir, require_file, run_prep
-from t2itool.data.text import Vocabulary, load_plain_pickle
+from t2itool.data.prepare import (
+    PrepOptions,
+    PrepSummary,
+    SourceItem,
+    load_image_file,
+    require_dir,
+    require_file,
+    run_prep,
+)
+from t2itool.data.text import load_plain_pickle
 from t2itool.errors import T2IError
 
 CAPTIONS_PER_IMAGE = 10
@@ -75,19 +84,8 @@ def cub_items(root: str | os.PathLike, image_size: int) -> list[SourceItem]:
     return items
 
 
-def build_cub(
-    root: str | os.PathLike,
-    out: str | os.PathLike,
-    image_size: int = 304,
-    image_format: str = "raw",
-    vocab: Vocabulary | None = None,
-    min_word_count: int = 0,
-    workers: int = 0,
-    strict: bool = False,
-    show_progress: bool = True,
-) -> PrepSummary:
-    return run_prep(
-        cub_items(root, image_size), out, source="cub", image_size=image_size, image_format=image_format,
-        max_captions=CAPTIONS_PER_IMAGE, vocab=vocab, min_word_count=min_word_count, workers=workers, strict=strict,
-        show_progress=show_progress, extra_attrs={"bbox_crop": 1},
-    )  # fmt: skip
+def build_cub(root: str | os.PathLike, out: str | os.PathLike, **options: Any) -> PrepSummary:
+    """`prep cub`; `options` are PrepOptions fields."""
+    opts = PrepOptions(**options)
+    items = cub_items(root, opts.image_size)
+    return run_prep(items, out, opts, source="cub", max_captions=CAPTIONS_PER_IMAGE, extra_attrs={"bbox_crop": 1})

@@ -7,12 +7,20 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from t2itool.data.prepare import PrepSummary, SourceItem, load_image_file, require_dir, require_file, run_prep
+from t2itool.data.prepare import (
+    PrepOptions,
+    PrepSummary,
+    SourceItem,
+    load_image_file,
+    require_dir,
+    require_file,
+    run_prep,
+)
 from t2itool.data.sources.cub import read_text
-from t2itool.data.text import Vocabulary
 from t2itool.errors import T2IError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -85,18 +93,12 @@ def folder_items(
 def build_folder(
     root: str | os.PathLike,
     out: str | os.PathLike,
-    image_size: int = 304,
-    image_format: str = "raw",
-    vocab: Vocabulary | None = None,
-    min_word_count: int = 0,
-    workers: int = 0,
-    strict: bool = False,
-    show_progress: bool = True,
     split_file: str | os.PathLike | None = None,
     seed: int = 0,
+    **options: Any,
 ) -> PrepSummary:
-    return run_prep(
-        folder_items(root, image_size, split_file, seed), out, source="folder", image_size=image_size,
-        image_format=image_format, vocab=vocab, min_word_count=min_word_count, workers=workers, strict=strict,
-        show_progress=show_progress, extra_attrs={"seed": seed},
-    )  # fmt: skip
+    """`prep folder`: `split_file` lines are '<image key> train|test', else a 90/10 split seeded by `seed`;
+    `options` are PrepOptions fields."""
+    opts = PrepOptions(**options)
+    items = folder_items(root, opts.image_size, split_file, seed)
+    return run_prep(items, out, opts, source="folder", extra_attrs={"seed": seed})

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from t2itool.data.prepare import PrepSummary, SourceItem, run_prep
+from t2itool.data.prepare import PrepOptions, PrepSummary, SourceItem, run_prep
 
 # Well-separated saturated colours (the foreground) and neutral tones (the background); shapes_agreement uses both.
 PALETTE: dict[str, tuple[int, int, int]] = {
@@ -153,14 +153,14 @@ def build_shapes(
 
     if num_images < 1:
         raise T2IError(f"--num-images {num_images}: must be at least 1")
+    options = PrepOptions(
+        image_size=image_size, image_format=image_format, workers=workers, show_progress=show_progress
+    )
     return run_prep(
         shapes_items(num_images, image_size, seed),
         out,
+        options,
         source="shapes",
-        image_size=image_size,
-        image_format=image_format,
         max_captions=CAPTIONS_PER_IMAGE,
-        workers=workers,
-        show_progress=show_progress,
         extra_attrs={"seed": seed, "palette": ",".join(COLOURS)},
     )
