@@ -40,13 +40,15 @@ def show(records: list[dict], as_json: bool) -> None:
         out.print_json(json.dumps(records))
         return
     table = Table(title="scores")
-    for column in ("metric", "value", "std", "flavour", "images", "reference"):
+    for column in ("metric", "value", "std", "chance", "flavour", "images", "reference"):
         table.add_column(column)
     for r in records:
         std = "" if r.get("std") is None else f"{r['std']:.5g}"
+        chance = "" if r.get("chance") is None else f"{r['chance']:.3g}"
         table.add_row(
-            r["metric"], f"{r['value']:.5g}", std, r["flavour"], str(r["num_images"]), str(r.get("num_reference", ""))
-        )
+            r["metric"], f"{r['value']:.5g}", std, chance, r["flavour"], str(r["num_images"]),
+            str(r.get("num_reference", "")),
+        )  # fmt: skip
     out.print(table)
 
 
@@ -61,6 +63,9 @@ def register(app: typer.Typer) -> None:
         kid: bool = typer.Option(False, "--kid", help="Kernel Inception Distance (subset size lowered if needed)."),
         r_precision: bool = typer.Option(False, "--r-precision", help="DAMSM R-precision (needs --damsm)."),
         damsm: Path | None = typer.Option(None, "--damsm", help="DAMSM checkpoint for --r-precision."),
+        shapes_agreement: bool = typer.Option(
+            False, "--shapes-agreement", help="Built-in shapes data: colour/shape of each image vs its caption."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print the records as JSON on stdout."),
         fid_flavor: str = typer.Option(
             "tf", "--fid-flavor", help="tf (torch-fidelity) or torchvision (DM-GAN/DF-GAN)."
@@ -100,6 +105,7 @@ def register(app: typer.Typer) -> None:
             kid=kid,
             r_precision=r_precision,
             damsm=damsm,
+            shapes_agreement=shapes_agreement,
             fid_flavor=fid_flavor,
             inception_weights=inception_weights,
             device=device,

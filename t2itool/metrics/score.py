@@ -30,6 +30,7 @@ class ScoreConfig:
     kid: bool = False
     r_precision: bool = False
     damsm: Path | None = None
+    shapes_agreement: bool = False  # built-in shapes data only: colour/shape of each image vs its caption
     fid_flavor: str = "tf"
     inception_weights: Path | None = None
     device: str = "cpu"
@@ -61,8 +62,12 @@ def _samples_meta(samples_dir: Path) -> list[dict[str, Any]]:
 def validate(config: ScoreConfig) -> None:
     if config.fid_flavor not in FID_FLAVORS:
         raise T2IError(f"--fid-flavor {config.fid_flavor!r}: choose one of {', '.join(FID_FLAVORS)}")
-    if not (config.fid or config.isc or config.kid or config.r_precision or config.reference_only):
-        raise T2IError("choose at least one of --fid, --is, --kid, --r-precision (or --reference-only)")
+    if not (config.fid or config.isc or config.kid or config.r_precision or config.shapes_agreement) and not (
+        config.reference_only
+    ):
+        raise T2IError(
+            "choose at least one of --fid, --is, --kid, --r-precision, --shapes-agreement (or --reference-only)"
+        )
     if config.r_precision and config.damsm is None:
         raise T2IError("--r-precision needs --damsm CKPT (the DAMSM checkpoint used in training)")
     if not Path(config.data).is_file():
@@ -249,6 +254,29 @@ def score(config: ScoreConfig, console: Any = None) -> ScoreReport:
         value, std, info = r_precision_of_samples(samples, meta, config, device)
         record("r_precision", value, std, "damsm", **info, time=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
+    if config.shapes_agreement:
+        for metric, value, chance, count in shapes_agreement_of_samples(samples, meta, config.data):
+            record(metric, value, None, "shapes", chance=chance, num_scored=count)
+
     for item in records:
         append_jsonl(samples_dir / "scores.jsonl", item)
     return ScoreReport(records, notes)
+
+
+def shapes_agreement_of_samples(
+    samples: fidelity.SampleImages, meta: list[dict[str, Any]], data: Path
+) -> list[tuple[str, float, float, int]]:
+    """(metric, agreement, chance, images scored) for colour and shape: the demo's proof that text conditions."""
+    from t2itool.data.store import Store
+    from t2itool.metrics.shapes_agreement import shapes_agreement
+
+    if Store(data).source != "shapes":
+        raise T2IError(f"--shapes-agreement: {data} is not from `t2itool prep shapes`; it measures shapes images only")
+    if len(meta) != len(samples) or any("caption" not in m for m in meta):
+        raise T2IError(f"{samples.root}: --shapes-agreement needs samples.jsonl with each image's caption")
+    images = torch.stack([samples[k] for k in range(len(samples))])
+    result = shapes_agreement(images, [m["caption"] for m in meta])
+    return [
+        ("colour_agreement", result.colour_agreement, result.colour_chance, result.num_colour),
+        ("shape_agreement", result.shape_agreement, result.shape_chance, result.num_shape),
+    ]
