@@ -19,10 +19,10 @@ def register(app: typer.Typer) -> None:
         data: Path = typer.Option(..., "--data", help="Prepared HDF5 file (t2itool prep)."),
         out_dir: Path = typer.Option(..., "--out", help="Folder for damsm.pt, checkpoints/ and stats.jsonl."),
         preset: str = typer.Option("birds", "--preset", help="birds | coco: epochs 600, words 18/15, ckpt 50/5."),
-        epochs: int | None = typer.Option(None, "--epochs", help="Total epochs [default: preset's 600]."),
+        epochs: int | None = typer.Option(None, "--epochs", help="Total epochs (default: preset's 600)."),
         batch_size: int = typer.Option(48, "--batch-size", help="Images (and captions) per batch."),
         lr: float = typer.Option(2e-3, "--lr", help="Initial Adam learning rate (x0.98 per epoch, floor lr/10)."),
-        max_words: int | None = typer.Option(None, "--max-words", help="Caption length cap [default: preset]."),
+        max_words: int | None = typer.Option(None, "--max-words", help="Caption length cap (default: preset)."),
         backbone_weights: str = typer.Option(
             "imagenet",
             "--backbone-weights",
@@ -32,9 +32,9 @@ def register(app: typer.Typer) -> None:
             299, "--encoder-image-size", help="Image encoder input size (AttnGAN 299; smaller is faster, >= 75)."
         ),
         checkpoint_every: int | None = typer.Option(
-            None, "--checkpoint-every", help="Epochs between checkpoints [default: preset's 50/5]."
+            None, "--checkpoint-every", help="Epochs between checkpoints (default: preset's 50/5)."
         ),
-        rp_images: int | None = typer.Option(None, "--rp-images", help="Test images for R-precision [all]."),
+        rp_images: int | None = typer.Option(None, "--rp-images", help="Test images for R-precision (default: all)."),
         workers: int = typer.Option(2, "--workers", help="DataLoader workers."),
         seed: int = typer.Option(0, "--seed"),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),

@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "t2itool.cli.models",
     "t2itool.cli.sample",
     "t2itool.cli.score",
+    "t2itool.cli.demo",
     # add new command modules above this line
 ]
 

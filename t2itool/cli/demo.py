@@ -1,0 +1,36 @@
+"""`t2itool demo`: the whole pipeline on the built-in shapes data (what `make demo` runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from t2itool.cli.common import console, out, user_errors
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("demo")
+    @user_errors
+    def demo_command(
+        out_dir: Path = typer.Option(Path("demo-run"), "--out", help="Folder for every file the demo writes."),
+        device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
+        steps: int | None = typer.Option(None, "--steps", help="Training steps (default: 250)."),
+        quick: bool = typer.Option(False, "--quick", help="A one-minute smoke run (too short to learn)."),
+        inception_weights: Path | None = typer.Option(
+            None, "--inception-weights", help="TF-Inception weights: adds FID and IS to the report."
+        ),
+    ) -> None:
+        """The whole pipeline on the shapes data: prep, pretrain-damsm, train dfgan-ssacn, sample, score."""
+        from t2itool.demo import DemoSettings, format_report, run_demo
+
+        settings = DemoSettings.quick(out_dir) if quick else DemoSettings(out=out_dir)
+        settings.device, settings.inception_weights = device, inception_weights
+        if steps is not None:
+            if steps < 1:
+                raise typer.BadParameter("must be at least 1", param_hint="--steps")
+            settings.train_steps = steps
+        report = run_demo(settings, echo=lambda line: console.print(f"\n[bold cyan]{line}[/]", highlight=False))
+        out.print("\n[bold]t2itool demo report[/]")
+        for line in format_report(report, settings):
+            out.print("  " + line, highlight=False, soft_wrap=True)
