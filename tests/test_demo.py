@@ -1,0 +1,108 @@
+"""The demo: its commands and folder handling, and the project's proof that conditioning works: dfgan-ssacn trained
+briefly on the shapes data draws the colour its held-out captions ask for far more often than chance."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from t2itool.cli.main import app
+from t2itool.demo import MARKER, DemoSettings, _prepare_folder, format_report, run_demo, stages
+from t2itool.errors import T2IError
+
+runner = CliRunner()
+
+
+def test_stages_are_the_pipeline_in_order(tmp_path: Path) -> None:
+    settings = DemoSettings(out=tmp_path / "d")
+    planned = stages(settings, run_dir=tmp_path / "d" / "runs" / "00000-x")
+    assert [stage.name for stage in planned] == ["prep", "pretrain-damsm", "train", "sample", "score"]
+    assert [stage.args[0] for stage in planned] == ["prep", "pretrain-damsm", "train", "sample", "score"]
+    assert planned[0].command_line().startswith("t2itool prep shapes --out ")
+    # Each stage reads what the previous one wrote.
+    data = str(tmp_path / "d" / "shapes.h5")
+    assert all(data in stage.args for stage in planned)
+    assert str(tmp_path / "d" / "damsm" / "damsm.pt") in planned[2].args
+    assert str(tmp_path / "d" / "runs" / "00000-x") == planned[3].args[1]
+    assert "--backbone-weights" in planned[1].args and "random" in planned[1].args
+    # The stored size is the training crop's 76/64 margin.
+    assert planned[0].args[planned[0].args.index("--image-size") + 1] == str(settings.image_size * 76 // 64)
+
+
+def test_fid_and_is_only_with_weights(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    assert "--fid" not in stages(DemoSettings(out=tmp_path))[-1].args
+    weights = tmp_path / "weights.pth"
+    with_weights = stages(DemoSettings(out=tmp_path, inception_weights=weights))[-1].args
+    assert "--fid" in with_weights and "--is" in with_weights and str(weights) in with_weights
+
+
+def test_folder_is_cleared_only_if_it_is_a_previous_demo(tmp_path: Path) -> None:
+    precious = tmp_path / "mine"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("x")
+    with pytest.raises(T2IError, match="not a previous demo"):
+        _prepare_folder(precious)
+    assert (precious / "thesis.tex").exists()
+    previous = tmp_path / "demo"
+    previous.mkdir()
+    (previous / MARKER).write_text("{}")
+    (previous / "old.h5").write_text("x")
+    _prepare_folder(previous)
+    assert previous.is_dir() and not any(previous.iterdir())
+
+
+def test_report_lines() -> None:
+    from t2itool.demo import DemoReport
+
+    scores = [
+        {"metric": "r_precision", "value": 0.25, "std": 0.05},
+        {"metric": "colour_agreement", "value": 0.5, "chance": 0.125, "num_scored": 100},
+        {"metric": "shape_agreement", "value": 0.4, "chance": 0.34, "num_scored": 100},
+    ]
+    report = DemoReport(out=Path("d"), grid=Path("d/samples/grid.png"), scores=scores, seconds={"train": 10.0})
+    lines = format_report(report, DemoSettings())
+    assert "d/samples/grid.png" in lines[0] and "25.0% ± 5.0" in lines[1]
+    assert "colour agreement: 50.0%" in lines[2] and "chance 12.5%, 4.0x" in lines[2]
+    assert any("FID/IS skipped" in line and "--inception-weights" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_quick_demo_runs_every_stage(tmp_path: Path) -> None:
+    settings = DemoSettings.quick(tmp_path / "demo")
+    echoed: list[str] = []
+    report = run_demo(settings, echo=echoed.append)
+    assert [line.split()[2] for line in echoed] == ["prep", "pretrain-damsm", "train", "sample", "score"]
+    assert report.grid.is_file() and (report.out / MARKER).is_file()
+    metrics = {record["metric"] for record in report.scores}
+    assert {"r_precision", "colour_agreement", "shape_agreement"} <= metrics
+
+
+@pytest.mark.slow
+def test_dfgan_ssacn_learns_the_colours_of_its_captions(tmp_path: Path) -> None:
+    from t2itool.data.sources.shapes import build_shapes
+    from t2itool.encoders.pretrain import PretrainConfig, pretrain
+    from t2itool.training import train
+
+    data = str(tmp_path / "shapes.h5")
+    build_shapes(data, num_images=2048, image_size=38, seed=0)
+    damsm = pretrain(
+        PretrainConfig(data=data, out=str(tmp_path / "damsm"), epochs=3, batch_size=32, backbone_weights="random",
+                       encoder_image_size=80, workers=0, rp_images=64, val_batches=2),
+        log=lambda line: None,
+    ).checkpoint  # fmt: skip
+    result = train(
+        "dfgan-ssacn", data=data, damsm=str(damsm), out=str(tmp_path / "runs"), steps=150, image_size=32,
+        batch_size=32, workers=0, grid_every=0, snapshot_every=150, sets={"ngf": "32", "ndf": "32"},
+    )  # fmt: skip
+    samples = tmp_path / "samples"
+    args = ["sample", str(result.run_dir), "--out", str(samples), "--split", "test", "--data", data]
+    assert runner.invoke(app, args).exit_code == 0
+    result = runner.invoke(app, ["score", str(samples), "--data", data, "--shapes-agreement", "--json"])
+    assert result.exit_code == 0, result.output
+    colour = json.loads(result.stdout)[0]
+    assert colour["metric"] == "colour_agreement" and colour["num_scored"] > 500
+    assert colour["value"] > 2.0 * colour["chance"], colour
