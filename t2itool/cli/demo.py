@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
     def demo_command(
         out_dir: Path = typer.Option(Path("demo-run"), "--out", help="Folder for every file the demo writes."),
         device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
-        steps: int | None = typer.Option(None, "--steps", help="Training steps (default: 250)."),
+        steps: int | None = typer.Option(None, "--steps", help="Training steps (default: 200)."),
         quick: bool = typer.Option(False, "--quick", help="A one-minute smoke run (too short to learn)."),
         inception_weights: Path | None = typer.Option(
             None, "--inception-weights", help="TF-Inception weights: adds FID and IS to the report."
