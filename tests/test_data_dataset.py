@@ -117,3 +117,39 @@ def test_bad_arguments(shapes_h5: str, tmp_path) -> None:
         CaptionDataset(shapes_h5, split="val")
     with pytest.raises(T2IError, match="no such file"):
         CaptionDataset(tmp_path / "none.h5")
+
+
+def test_uint8_items_match_float_items(shapes_h5: str, tmp_path) -> None:
+    """The training loop's uint8 mode gives the float mode's images once converted: exactly at the crop size
+    (no resize, the fast path), within rounding after a resize."""
+    from t2itool.data.dataset import to_signed
+
+    sizes = (64, 32)  # shapes_h5 stores 76 px = 64's margin: no resize for the crop
+    float_items = CaptionDataset(shapes_h5, image_sizes=sizes, seed=3)
+    uint8_items = CaptionDataset(shapes_h5, image_sizes=sizes, seed=3, uint8=True)
+    for position in range(6):
+        a, b = float_items[position], uint8_items[position]
+        assert b["images"][0].dtype == torch.uint8 and b["images"][0].shape == (3, 64, 64)
+        torch.testing.assert_close(to_signed(b["images"][0]), a["images"][0], rtol=0, atol=0)
+        torch.testing.assert_close(to_signed(b["images"][1]), a["images"][1], rtol=0, atol=0.5 / 127.5 + 1e-6)
+        assert torch.equal(a["tokens"], b["tokens"]) and a["caption_index"] == b["caption_index"]
+    # A store that needs resizing (40 px for a 64 crop) goes through the float path in both modes.
+    other = tmp_path / "small.h5"
+    build_shapes(other, num_images=4, image_size=40, seed=0)
+    a = CaptionDataset(other, image_sizes=(64,), seed=1)[0]["images"][0]
+    b = CaptionDataset(other, image_sizes=(64,), seed=1, uint8=True)[0]["images"][0]
+    torch.testing.assert_close(to_signed(b), a, rtol=0, atol=0.5 / 127.5 + 1e-6)
+
+
+def test_augmented_crop_is_a_window_of_the_stored_image_maybe_mirrored(shapes_h5: str) -> None:
+    dataset = CaptionDataset(shapes_h5, "train", image_sizes=(64,), augment=True, uint8=True)
+    seen_flip = seen_plain = False
+    for position in range(8):
+        got = dataset[position]["images"][0].permute(1, 2, 0).numpy()
+        stored = dataset.store.image(int(dataset.indices[position]))
+        windows = [stored[t : t + 64, s : s + 64] for t in range(13) for s in range(13)]
+        plain = any(np.array_equal(got, w) for w in windows)
+        mirrored = any(np.array_equal(got, w[:, ::-1]) for w in windows)
+        assert plain or mirrored
+        seen_plain, seen_flip = seen_plain or plain, seen_flip or (mirrored and not plain)
+    assert seen_plain and seen_flip

@@ -37,9 +37,18 @@ def sample_caption(tokens: np.ndarray, max_words: int, rng: np.random.Generator)
     return out, max_words
 
 
+def to_signed(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (from `CaptionDataset(..., uint8=True)`) as float in [-1, 1]; float images pass through."""
+    return images.float().div_(127.5).sub_(1.0) if images.dtype == torch.uint8 else images
+
+
 class CaptionDataset(Dataset):
     """Items: `images` (list of (3, s, s) float in [-1, 1], `image_sizes` order), `tokens`, `length`, `class_id`,
-    `index`, `caption_index`; with `pair`: `tokens2`, `length2`, `pair_label` (1 = same image)."""
+    `index`, `caption_index`; with `pair`: `tokens2`, `length2`, `pair_label` (1 = same image).
+
+    `uint8=True` returns the images as uint8 in 0..255 instead (rounded after any resize): a quarter of the bytes
+    between DataLoader workers and to the GPU, where `to_signed` converts them.
+    """
 
     def __init__(
         self,
@@ -50,8 +59,10 @@ class CaptionDataset(Dataset):
         augment: bool = True,
         pair: str | None = None,
         seed: int = 0,
+        uint8: bool = False,
     ) -> None:
         self.store = Store(path)
+        self.uint8 = bool(uint8)
         self.split = split
         self.image_sizes = tuple(int(size) for size in image_sizes)
         if not self.image_sizes or min(self.image_sizes) < 1:
@@ -84,9 +95,11 @@ class CaptionDataset(Dataset):
 
     def images(self, image_index: int, rng: np.random.Generator) -> list[torch.Tensor]:
         """The stored image resized to the crop's 76/64 margin, cropped (random + flip when augmenting), rescaled."""
-        image = torch.from_numpy(np.ascontiguousarray(self.store.image(image_index))).permute(2, 0, 1)
-        height, width = image.shape[1:]
+        stored = self.store.image(image_index)  # (H, W, 3) uint8
+        height, width = stored.shape[:2]
+        image: np.ndarray | torch.Tensor = stored
         if min(height, width) != self.resize_to:
+            image = torch.from_numpy(np.ascontiguousarray(stored)).permute(2, 0, 1)
             scale = self.resize_to / min(height, width)
             size = (max(self.resize_to, round(height * scale)), max(self.resize_to, round(width * scale)))
             image = F.interpolate(image[None].float(), size=size, mode="bilinear", antialias=True, align_corners=False)
@@ -103,9 +116,15 @@ class CaptionDataset(Dataset):
             )
         else:
             top, left, flip = (height - crop) // 2, (width - crop) // 2, False
-        patch = image[:, top : top + crop, left : left + crop]
-        if flip:
-            patch = patch.flip(-1)
+        if isinstance(image, np.ndarray):  # no resize: crop and flip as views, then one copy into (3, s, s)
+            view = image[top : top + crop, left : left + crop]
+            patch = torch.from_numpy(np.ascontiguousarray((view[:, ::-1] if flip else view).transpose(2, 0, 1)))
+        else:
+            patch = image[:, top : top + crop, left : left + crop]
+            if flip:
+                patch = patch.flip(-1)
+        if self.uint8:
+            return [self._uint8(patch, size) for size in self.image_sizes]
         patch = patch.float().div_(127.5).sub_(1.0)
         outputs = []
         for size in self.image_sizes:
@@ -117,6 +136,15 @@ class CaptionDataset(Dataset):
                 )
                 outputs.append(scaled[0].clamp_(-1, 1))
         return outputs
+
+    @staticmethod
+    def _uint8(patch: torch.Tensor, size: int) -> torch.Tensor:
+        """The crop (uint8, or float 0..255 after a resize) at `size`, as uint8."""
+        if patch.shape[-1] != size:
+            patch = F.interpolate(patch[None].float(), size=(size, size), mode="bilinear", antialias=True)[0]
+        if patch.dtype != torch.uint8:
+            patch = patch.round_().clamp_(0, 255).to(torch.uint8)
+        return patch.contiguous()
 
     def _caption(self, caption_index: int, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
         tokens, length = sample_caption(self.store.caption_tokens(caption_index), self.max_words, rng)

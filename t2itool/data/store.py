@@ -204,6 +204,7 @@ class Store:
             except OSError as exc:
                 raise T2IError(f"{self.path}: cannot be opened as HDF5 ({exc})") from exc
             self._pid = os.getpid()
+            self._cache = {}  # dataset handles of another process's file are no use here
         return self._handle
 
     def __getstate__(self) -> dict[str, Any]:
@@ -254,7 +255,10 @@ class Store:
         index = int(index)
         if not 0 <= index < self.num_images:
             raise IndexError(f"image index {index} outside 0..{self.num_images - 1}")
-        data = self._file()["images"][index]
+        file = self._file()
+        if "_images" not in self._cache:  # the group lookup costs as much as reading a small image
+            self._cache["_images"] = file["images"]
+        data = self._cache["_images"][index]
         return data if self.image_format == "raw" else decode_jpeg(data)
 
     def image_bytes(self, index: int) -> bytes:

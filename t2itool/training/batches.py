@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, default_collate
 
+from t2itool.data.dataset import to_signed
 from t2itool.errors import T2IError
 from t2itool.training.recipe import Batch, sample_seed
 
@@ -32,6 +33,7 @@ def open_data(path: str, recipe: Any, seed: int) -> tuple[Any, Any]:
         augment=True,
         pair=recipe.pair,
         seed=seed,
+        uint8=True,  # a quarter of the bytes from workers and to the device; `batches` converts on the device
     )
     return store, dataset
 
@@ -93,7 +95,9 @@ class ShardedBatches:
             pin_memory=device.type == "cuda",
         )
         for items in loader:
-            yield to_batch(items, positions, self.global_batch).to(device)
+            batch = to_batch(items, positions, self.global_batch).to(device)
+            batch.images = [to_signed(images) for images in batch.images]
+            yield batch
 
 
 class _StepIndices:
