@@ -70,12 +70,14 @@ def register(app: typer.Typer) -> None:
                     bar.reset(task, total=total)
                 bar.advance(task, steps)
 
-            result = pretrain(config, log=lambda line: console.print(line, highlight=False), progress=advance)
+            result = pretrain(
+                config, log=lambda line: console.print(line, highlight=False, soft_wrap=True), progress=advance
+            )
         last = result.stats[-1] if result.stats else {}
         summary = f"DAMSM checkpoint: {result.checkpoint} (epoch {result.epoch})"
         if last:
             summary += f"  test R-precision {100 * last['r_precision']:.2f}% ± {100 * last['r_precision_std']:.2f}"
-        out.print(summary, highlight=False)
+        out.print(summary, highlight=False, soft_wrap=True)
 
     @app.command("import-damsm")
     @user_errors
@@ -95,4 +97,5 @@ def register(app: typer.Typer) -> None:
             f"wrote {out_file}: {damsm.vocab_size} words, backbone {damsm.backbone}, vocab sha256 "
             f"{damsm.vocab_sha256[:12]}",
             highlight=False,
+            soft_wrap=True,
         )
