@@ -16,6 +16,7 @@ from rich.table import Table
 
 from t2itool.models.registry import get_model, list_models
 from t2itool.training.batches import ShardedBatches, open_data
+from t2itool.training.config import parse_overrides
 from t2itool.training.recipe import Batch, StepContext
 
 
@@ -50,7 +51,8 @@ def encoders_for(args: argparse.Namespace, device: torch.device) -> tuple[torch.
 
 
 def make_context(spec, args, device, amp, channels_last, text_encoder, image_encoder) -> tuple[object, StepContext]:
-    config = spec.make_config(None, {"image_size": args.image_size, **dict(args.sets)})
+    overrides = parse_overrides(spec.config_cls, {"image_size": args.image_size, **dict(args.sets)}, "--set")
+    config = spec.make_config(None, overrides)
     recipe = spec.recipe_cls(config)
     torch.manual_seed(0)
     nets = {name: net.to(device).train() for name, net in recipe.build_networks().items()}
