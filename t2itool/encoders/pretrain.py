@@ -149,7 +149,8 @@ def evaluate(
     device: torch.device,
 ) -> dict[str, float]:
     """Test loss over the first `val_batches` batches, and R-precision of real test images against their captions."""
-    text_encoder.eval(), image_encoder.eval()
+    text_encoder.eval()
+    image_encoder.eval()
     loader = DataLoader(test_set, batch_size=config.batch_size, shuffle=False, num_workers=config.workers)
     word_total = sentence_total = 0.0
     batches = 0
@@ -163,13 +164,11 @@ def evaluate(
     count = len(test_set) if config.rp_images is None else min(config.rp_images, len(test_set))
     rng = np.random.default_rng(config.seed)
     store = test_set.store
-    images, captions = [], []
+    captions = []  # one caption of each scored test image, drawn once from the seed
     for position in range(count):
-        image_index = int(test_set.indices[position])
-        options = store.caption_indices(image_index)
+        options = store.caption_indices(int(test_set.indices[position]))
         captions.append(options[int(rng.integers(len(options)))])
-        images.append(position)
-    real = _RealImages(test_set, images)
+    real = _RealImages(test_set, list(range(count)))
     damsm = _Encoders(text_encoder, image_encoder)
     result = r_precision(damsm, real, captions, store, device=device, max_words=config.max_words, seed=config.seed)
     return {
@@ -244,7 +243,8 @@ def pretrain(
         backbone = load_backbone(image_encoder, config.backbone_weights, config.seed)
     if backbone == "random":
         log("warning: the DAMSM image encoder has a RANDOM Inception-v3 backbone (--backbone-weights random)")
-    text_encoder.to(device), image_encoder.to(device)
+    text_encoder.to(device)
+    image_encoder.to(device)
     trainable = [*text_encoder.parameters(), *image_encoder.projection_parameters()]
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", {**asdict(config), "backbone": backbone, "device": str(device)})
@@ -274,7 +274,8 @@ def pretrain(
             generator=torch.Generator().manual_seed(config.seed * 7_919 + epoch),
             persistent_workers=False,
         )
-        text_encoder.train(), image_encoder.train()
+        text_encoder.train()
+        image_encoder.train()
         started = time.perf_counter()
         word_sum = sentence_sum = 0.0
         steps = 0

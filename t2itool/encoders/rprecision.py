@@ -125,7 +125,8 @@ def r_precision(
     device = torch.device(device)
     text_encoder, image_encoder = damsm.text_encoder, damsm.image_encoder
     text_was_training, image_was_training = text_encoder.training, image_encoder.training
-    text_encoder.eval(), image_encoder.eval()
+    text_encoder.eval()
+    image_encoder.eval()
     try:
         candidates = mismatched_captions(store, caption_indices, num_candidates, split, seed)
         # Each distinct caption is encoded once, then looked up.
@@ -146,7 +147,8 @@ def r_precision(
             if progress is not None:
                 progress(stop - start)
     finally:
-        text_encoder.train(text_was_training), image_encoder.train(image_was_training)
+        text_encoder.train(text_was_training)
+        image_encoder.train(image_was_training)
     return summarize_hits(hits.numpy(), num_groups, num_candidates, seed)
 
 
