@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -75,6 +76,8 @@ def train_command(
         if not Path(value).is_file():
             raise T2IError(f"{flag} {value}: no such file")
     result = run(config)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun every rank runs this command; rank 0 reports
+        return
     console.print(
         f"run folder {result.run_dir}: step {result.step}, {result.seconds_per_step:.3f} s/step, "
         f"snapshot {result.snapshot}",
