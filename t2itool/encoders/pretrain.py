@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,6 @@ class PretrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     resume: str | None = None  # a checkpoint of this run to continue from
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved(self) -> PretrainConfig:
         """Fill the preset's values and check ranges; errors name the flag."""
