@@ -4,6 +4,7 @@ briefly on the shapes data draws the colour its held-out captions ask for far mo
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,32 @@ def test_stages_are_the_pipeline_in_order(tmp_path: Path) -> None:
     assert "--backbone-weights" in planned[1].args and "random" in planned[1].args
     # The stored size is the training crop's 76/64 margin.
     assert planned[0].args[planned[0].args.index("--image-size") + 1] == str(settings.image_size * 76 // 64)
+
+
+def _parse(args: list[str]) -> dict:
+    """Parse `t2itool ARGS` with the real command tree (unknown flags, missing values and bad types raise), without
+    running anything; returns the leaf command's parameters."""
+    import typer
+
+    command, words = typer.main.get_command(app), list(args)
+    while hasattr(command, "commands"):  # a group (t2itool, prep): the next word names the subcommand
+        assert words and words[0] in command.commands, f"not a t2itool command: {args}"
+        command, words = command.commands[words[0]], words[1:]
+    return dict(command.make_context(command.name, words).params)
+
+
+def test_printed_commands_are_valid_invocations(tmp_path: Path) -> None:
+    settings = DemoSettings(out=tmp_path / "d", inception_weights=tmp_path / "w.pth")
+    for stage in stages(settings, run_dir=tmp_path / "d" / "runs" / "00000-x"):
+        printed = stage.command_line()
+        assert printed.startswith("t2itool ")
+        params = _parse(shlex.split(printed)[1:])  # what a user pasting the printed line would run
+        assert params, stage.name
+    train = _parse(stages(settings)[2].args)
+    assert train["model"] == "dfgan-ssacn" and train["steps"] == settings.train_steps
+    assert train["image_size"] == settings.image_size and train["batch_size"] == settings.batch_size
+    with pytest.raises(Exception, match="no-such-flag"):
+        _parse(["train", "dfgan-ssacn", "--no-such-flag", "1"])
 
 
 def test_fid_and_is_only_with_weights(tmp_path: Path, monkeypatch) -> None:

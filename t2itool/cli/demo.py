@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from t2itool.cli.common import console, out, user_errors
 
@@ -30,7 +31,11 @@ def register(app: typer.Typer) -> None:
             if steps < 1:
                 raise typer.BadParameter("must be at least 1", param_hint="--steps")
             settings.train_steps = steps
-        report = run_demo(settings, echo=lambda line: console.print(f"\n[bold cyan]{line}[/]", highlight=False))
+
+        def echo(line: str) -> None:  # one unwrapped line, markup-escaped: the command can be copied as printed
+            console.print(f"\n[bold cyan]{escape(line)}[/]", highlight=False, soft_wrap=True)
+
+        report = run_demo(settings, echo=echo)
         out.print("\n[bold]t2itool demo report[/]")
         for line in format_report(report, settings):
             out.print("  " + line, highlight=False, soft_wrap=True)
