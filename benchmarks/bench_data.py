@@ -1,6 +1,8 @@
 """Images/s of t2itool's CaptionDataset against an AttnGAN/DF-GAN-style JPEG dataset on the same images, and prep speed.
 
-Usage: python benchmarks/bench_data.py [--images 400] [--size 256] [--workers 0 2] [--batch 32]
+Usage: python benchmarks/bench_data.py [--images 400] [--size 256] [--workers 0 2] [--batch 32] [--square]
+
+The store keeps each image's aspect ratio (as the baseline's Resize does); --square stores centre squares instead.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256, help="training crop size")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader worker counts")
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--square", action="store_true", help="store centre squares (prep --square)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,9 +91,12 @@ def main() -> None:
         files = make_images(folder, args.images)
         out = Path(tmp) / "bench.h5"
         start = time.perf_counter()
-        summary = build_folder(folder, out, image_size=load_size(args.size), workers=2, show_progress=False)
+        summary = build_folder(
+            folder, out, image_size=load_size(args.size), workers=2, show_progress=False, square=args.square
+        )
         prep_seconds = time.perf_counter() - start
-        print(f"prep: {summary.images} JPEGs -> {load_size(args.size)} px raw HDF5 in {prep_seconds:.1f} s "
+        layout = "centre squares" if args.square else "shorter side"
+        print(f"prep: {summary.images} JPEGs -> {load_size(args.size)} px ({layout}) raw HDF5 in {prep_seconds:.1f} s "
               f"({summary.images / prep_seconds:.0f} images/s, 2 workers)")  # fmt: skip
         ours = CaptionDataset(out, "all", image_sizes=(args.size,), augment=True)
         ours_uint8 = CaptionDataset(out, "all", image_sizes=(args.size,), augment=True, uint8=True)

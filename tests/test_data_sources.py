@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from conftest import make_coco_official, make_cub
 from PIL import Image
+from torchvision import transforms
 from typer.testing import CliRunner
 
 from t2itool.cli.main import app
@@ -56,10 +57,19 @@ def test_cub_prep_and_info_json(cub_root, tmp_path) -> None:
     original = Image.open(cub_root / "CUB_200_2011" / "images" / f"{key}.jpg").convert("RGB")
     box = bbox_crop_box(*original.size, (10.0, 8.0, 30.0, 20.0))
     assert box == (3, 0, 47, 40)  # r = 22 around (25, 18), clamped at the top
-    expected = resize_square(original.crop(box), 32)
-    assert np.abs(store.image(0).astype(int) - expected.astype(int)).mean() < 1.0
-    uncropped = resize_square(original, 32)
-    assert np.abs(store.image(0).astype(int) - uncropped.astype(int)).mean() > 5.0
+    # The official resize of the crop (torchvision Resize(32): 44 x 40 -> 35 x 32, aspect kept), bit for bit.
+    expected = np.asarray(transforms.Resize(32)(original.crop(box)))
+    assert store.image(0).shape == (32, 35, 3) and np.array_equal(store.image(0), expected)
+    assert store.image_shape(0) == (32, 35) and store.image_resize == "shorter-side"
+    # --square keeps the older centre square of the crop (bicubic).
+    square = tmp_path / "square.h5"
+    result = runner.invoke(app, ["prep", "cub", str(cub_root), "--out", str(square), "--image-size", "32",
+                                 "--workers", "1", "--square"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    squares = Store(square)
+    assert squares.image_resize == "centre-square" and squares.content_sha256 != store.content_sha256
+    assert np.array_equal(squares.image(0), resize_square(original.crop(box), 32))
+    assert all(squares.image_shape(i) == (32, 32) for i in range(squares.num_images))
 
 
 def test_same_bytes_for_any_worker_count(cub_root, tmp_path, monkeypatch) -> None:
@@ -71,7 +81,8 @@ def test_same_bytes_for_any_worker_count(cub_root, tmp_path, monkeypatch) -> Non
     assert one.content_sha256 == two.content_sha256
     assert sha(tmp_path / "w1.h5") == sha(tmp_path / "w2.h5")
     jpeg = build_cub(cub_root, tmp_path / "j.h5", image_size=24, image_format="jpeg", workers=2, show_progress=False)
-    assert Store(tmp_path / "j.h5").image(0).shape == (24, 24, 3) and jpeg.content_sha256 != one.content_sha256
+    assert Store(tmp_path / "j.h5").image(0).shape == Store(tmp_path / "w1.h5").image(0).shape
+    assert min(Store(tmp_path / "j.h5").image(0).shape[:2]) == 24 and jpeg.content_sha256 != one.content_sha256
 
 
 def test_vocab_import_gives_attngan_ids(cub_root, tmp_path) -> None:

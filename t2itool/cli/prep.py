@@ -2,27 +2,84 @@
 
 from __future__ import annotations
 
+import functools
+import signal
+import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 
-from t2itool.cli.common import console, user_errors
-from t2itool.data.prepare import PrepSummary
+from t2itool.cli.common import console, fail, user_errors
+from t2itool.data.prepare import PrepCancelled, PrepSummary, clear_cancel, request_cancel
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    """Stop now when t2itool's own code was interrupted; elsewhere (library code, which may be a finalizer or weakref
+    callback where Python would print and swallow the exception) only flag it: prep checks at every image."""
+    request_cancel()
+    if frame is not None and "t2itool" in Path(frame.f_code.co_filename).parts:
+        raise PrepCancelled
+
+
+def sigterm_like_ctrl_c(func: F) -> F:
+    """Handle SIGTERM as Ctrl-C during `func`: the temporary output is removed, one error line, exit code 143."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return func(*args, **kwargs)
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        try:
+            return func(*args, **kwargs)
+        except PrepCancelled:
+            raise fail("terminated by SIGTERM; nothing was written (the temporary file was removed)", 143) from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            clear_cancel()
+
+    return wrapper  # type: ignore[return-value]
+
 
 prep_app = typer.Typer(help="Prepare a dataset as one HDF5 file.", no_args_is_help=True)
 
 OUT = typer.Option(..., "--out", help="HDF5 file to write (written to a temporary file, then renamed).")
-IMAGE_SIZE = typer.Option(304, "--image-size", help="Stored square size (304 = the 256 crop's 76/64 margin).")
+IMAGE_SIZE = typer.Option(
+    304, "--image-size", help="Shorter side of the stored images (304 = the 256 crop's 76/64 margin)."
+)
+SQUARE = typer.Option(
+    False, "--square", help="Store the centre square (bicubic) instead of the whole image with its aspect ratio."
+)
 IMAGE_FORMAT = typer.Option("raw", "--image-format", help="raw (uint8, fast to read) or jpeg (smaller).")
 WORKERS = typer.Option(0, "--workers", help="Processes that decode/crop/resize (0 = all cores).")
 STRICT = typer.Option(False, "--strict", help="Fail on the first unreadable image instead of skipping it.")
 VOCAB = typer.Option(None, "--vocab", help="AttnGAN captions.pickle whose vocabulary (and token ids) to use.")
 MIN_COUNT = typer.Option(0, "--min-word-count", help="Keep words seen at least this often (0 = all, as AttnGAN).")
+FEATURES = typer.Option(
+    None,
+    "--caption-features",
+    help="Precomputed per-caption text features to store: StackGAN's char-CNN-RNN-embeddings.pickle (a bare name is "
+    "looked up in ROOT/train and ROOT/test), train=PATH,test=PATH, a keyed .npz/.h5 or a .npy in store order "
+    "(docs/data-format.md).",
+)
+FEATURES_DTYPE = typer.Option(
+    "float32", "--caption-features-dtype", help="Storage of the caption features: float32 or float16 (half the size)."
+)
 
 
 def _options(
-    image_size: int, image_format: str, vocab: Path | None, min_word_count: int, workers: int, strict: bool
+    image_size: int,
+    image_format: str,
+    vocab: Path | None,
+    min_word_count: int,
+    workers: int,
+    strict: bool,
+    caption_features: str | None = None,
+    caption_features_dtype: str = "float32",
+    square: bool = False,
 ) -> dict[str, Any]:
     """The shared flags as PrepOptions fields, with the imported vocabulary loaded."""
     from t2itool.data.text import load_attngan_vocabulary
@@ -37,14 +94,19 @@ def _options(
         "min_word_count": min_word_count,
         "workers": workers,
         "strict": strict,
+        "caption_features": caption_features,
+        "caption_features_dtype": caption_features_dtype,
+        "square": square,
     }
 
 
 def report(summary: PrepSummary) -> None:
     splits = ", ".join(f"{name} {count}" for name, count in summary.split_images.items())
+    side = summary.image_size
+    shape = f"{side}x{side} px squares" if summary.square else f"shorter side {side} px"
     console.print(
         f"wrote {summary.out}: {summary.images} images ({splits}), {summary.captions} captions, "
-        f"vocabulary {summary.vocab_size}, {summary.image_size}px {summary.image_format}, "
+        f"vocabulary {summary.vocab_size}, {shape} {summary.image_format}, "
         f"{summary.images / max(summary.seconds, 1e-9):.0f} images/s",
         highlight=False,
     )
@@ -62,6 +124,7 @@ def report(summary: PrepSummary) -> None:
 
 @prep_app.command("cub")
 @user_errors
+@sigterm_like_ctrl_c
 def prep_cub(
     root: Path = typer.Argument(..., help="AttnGAN's birds folder (CUB_200_2011/, text/, train/, test/)."),
     out: Path = OUT,
@@ -71,15 +134,30 @@ def prep_cub(
     min_word_count: int = MIN_COUNT,
     workers: int = WORKERS,
     strict: bool = STRICT,
+    caption_features: str | None = FEATURES,
+    caption_features_dtype: str = FEATURES_DTYPE,
+    square: bool = SQUARE,
 ) -> None:
     """CUB-200-2011 in AttnGAN's layout, with its bounding-box crop."""
     from t2itool.data.sources.cub import build_cub
 
-    report(build_cub(root, out, **_options(image_size, image_format, vocab, min_word_count, workers, strict)))
+    options = _options(
+        image_size,
+        image_format,
+        vocab,
+        min_word_count,
+        workers,
+        strict,
+        caption_features,
+        caption_features_dtype,
+        square,
+    )
+    report(build_cub(root, out, **options))
 
 
 @prep_app.command("coco")
 @user_errors
+@sigterm_like_ctrl_c
 def prep_coco(
     root: Path = typer.Argument(..., help="AttnGAN's coco folder or the official 2014 release."),
     out: Path = OUT,
@@ -89,15 +167,30 @@ def prep_coco(
     min_word_count: int = MIN_COUNT,
     workers: int = WORKERS,
     strict: bool = STRICT,
+    caption_features: str | None = FEATURES,
+    caption_features_dtype: str = FEATURES_DTYPE,
+    square: bool = SQUARE,
 ) -> None:
     """COCO-2014 (train2014 = train, val2014 = test), first 5 valid captions per image."""
     from t2itool.data.sources.coco import build_coco
 
-    report(build_coco(root, out, **_options(image_size, image_format, vocab, min_word_count, workers, strict)))
+    options = _options(
+        image_size,
+        image_format,
+        vocab,
+        min_word_count,
+        workers,
+        strict,
+        caption_features,
+        caption_features_dtype,
+        square,
+    )
+    report(build_coco(root, out, **options))
 
 
 @prep_app.command("folder")
 @user_errors
+@sigterm_like_ctrl_c
 def prep_folder(
     root: Path = typer.Argument(..., help="Images with same-named .txt captions, or a captions.jsonl."),
     out: Path = OUT,
@@ -109,16 +202,30 @@ def prep_folder(
     min_word_count: int = MIN_COUNT,
     workers: int = WORKERS,
     strict: bool = STRICT,
+    caption_features: str | None = FEATURES,
+    caption_features_dtype: str = FEATURES_DTYPE,
+    square: bool = SQUARE,
 ) -> None:
     """Your own captioned images."""
     from t2itool.data.sources.folder import build_folder
 
-    options = _options(image_size, image_format, vocab, min_word_count, workers, strict)
+    options = _options(
+        image_size,
+        image_format,
+        vocab,
+        min_word_count,
+        workers,
+        strict,
+        caption_features,
+        caption_features_dtype,
+        square,
+    )
     report(build_folder(root, out, split_file=split_file, seed=seed, **options))
 
 
 @prep_app.command("shapes")
 @user_errors
+@sigterm_like_ctrl_c
 def prep_shapes(
     out: Path = OUT,
     num_images: int = typer.Option(2048, "--num-images", help="How many images to draw."),
@@ -126,11 +233,17 @@ def prep_shapes(
     image_size: int = typer.Option(304, "--image-size", help="Stored size (304 for 256 crops, 76 for 64 crops)."),
     image_format: str = IMAGE_FORMAT,
     workers: int = typer.Option(1, "--workers", help="Processes that draw (drawing is cheap: 1 is usually fastest)."),
+    caption_features: str | None = FEATURES,
+    caption_features_dtype: str = FEATURES_DTYPE,
 ) -> None:
     """The built-in coloured-shapes dataset (the demo's and the tests')."""
     from t2itool.data.sources.shapes import build_shapes
 
-    report(build_shapes(out, num_images, image_size, seed, workers, image_format, show_progress=True))
+    summary = build_shapes(
+        out, num_images, image_size, seed, workers, image_format, show_progress=True,
+        caption_features=caption_features, caption_features_dtype=caption_features_dtype,
+    )  # fmt: skip
+    report(summary)
 
 
 def register(app: typer.Typer) -> None:

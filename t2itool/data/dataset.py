@@ -18,12 +18,19 @@ from torch.utils.data import Dataset
 from t2itool.data.store import Store
 from t2itool.errors import T2IError
 
-PAIR_MODES = (None, "same", "other")
+PAIR_MODES = {None: None, "same": 1.0, "other": 0.0}  # the older names of pair_same_probability
 
 
 def load_size(image_size: int) -> int:
     """The size images are brought to before cropping `image_size` (AttnGAN's 76/64 margin: 256 -> 304)."""
     return int(image_size * 76 / 64)
+
+
+def resized_shape(height: int, width: int, shorter: int) -> tuple[int, int]:
+    """torchvision `Resize(shorter)`'s output size: the shorter side becomes `shorter`, the longer side is truncated."""
+    if height <= width:
+        return shorter, int(shorter * width / height)
+    return int(shorter * height / width), shorter
 
 
 def sample_caption(tokens: np.ndarray, max_words: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
@@ -44,7 +51,17 @@ def to_signed(images: torch.Tensor) -> torch.Tensor:
 
 class CaptionDataset(Dataset):
     """Items: `images` (list of (3, s, s) float in [-1, 1], `image_sizes` order), `tokens`, `length`, `class_id`,
-    `index`, `caption_index`; with `pair`: `tokens2`, `length2`, `pair_label` (1 = same image).
+    `index`, `caption_index`.
+
+    `text_features=True` (a file prepared with --caption-features) adds `sentence_features` float32 (D,) and, when
+    the file has word features, `word_features` float32 (T, Dw) zero past `word_length`. `features_average=k` makes
+    `sentence_features` the mean over k distinct random captions of the image (StackGAN's TF code uses 4), the first
+    of which is the item's caption; images with fewer captions average all of theirs.
+
+    `pair_same_probability=p` adds a second caption: of the same image (a different caption when there is one) with
+    probability p, else of another image of the split (SD-GAN's Siamese pairs): `tokens2`, `length2`, `index2`,
+    `caption_index2`, `pair_label` (1 = same image) and with text features `sentence_features2` (averaged alike),
+    `word_features2`, `word_length2`. `pair="same"`/`"other"` are p = 1 / p = 0.
 
     `uint8=True` returns the images as uint8 in 0..255 instead (rounded after any resize): a quarter of the bytes
     between DataLoader workers and to the GPU, where `to_signed` converts them.
@@ -60,6 +77,9 @@ class CaptionDataset(Dataset):
         pair: str | None = None,
         seed: int = 0,
         uint8: bool = False,
+        text_features: bool = False,
+        features_average: int = 1,
+        pair_same_probability: float | None = None,
     ) -> None:
         self.store = Store(path)
         self.uint8 = bool(uint8)
@@ -71,16 +91,37 @@ class CaptionDataset(Dataset):
             raise T2IError(f"max_words {max_words}: must be at least 1")
         if pair not in PAIR_MODES:
             raise T2IError(f"pair {pair!r}: choose None, 'same' or 'other'")
+        if pair is not None and pair_same_probability is not None:
+            raise T2IError("give pair or pair_same_probability, not both (pair='same' is p=1, 'other' is p=0)")
+        probability = PAIR_MODES[pair] if pair_same_probability is None else float(pair_same_probability)
+        if probability is not None and not 0.0 <= probability <= 1.0:
+            raise T2IError(f"pair_same_probability {pair_same_probability}: must be between 0 and 1")
         self.max_words = int(max_words)
         self.augment = bool(augment)
         self.pair = pair
+        self.pair_same_probability = probability
         self.seed = int(seed)
         self.epoch = 0
         self.indices = np.asarray(self.store.split_indices(split), dtype=np.int64)
         if len(self.indices) == 0:
             raise T2IError(f"{self.store.path}: split {split!r} has no images")
-        if pair == "other" and len(self.indices) < 2:
-            raise T2IError(f"{self.store.path}: pair='other' needs at least two images in split {split!r}")
+        if probability is not None and probability < 1 and len(self.indices) < 2:
+            raise T2IError(f"{self.store.path}: pairs of different images need at least two images in split {split!r}")
+        self.text_features = bool(text_features)
+        self.features_average = int(features_average)
+        self.word_features = False
+        if self.features_average < 1:
+            raise T2IError(f"features_average {features_average}: must be at least 1")
+        if self.text_features:
+            info = self.store.require_caption_features()
+            self.word_features = info.word_dim is not None
+            if self.word_features and self.features_average > 1:
+                raise T2IError(
+                    f"{self.store.path}: features_average {self.features_average} averages sentence features, but "
+                    f"the file's {info.name} features have word features, which cannot be averaged; use 1"
+                )
+        elif self.features_average != 1:
+            raise T2IError("features_average applies to text features: pass text_features=True")
         self.crop_size = max(self.image_sizes)
         self.resize_to = load_size(self.crop_size)
 
@@ -94,14 +135,15 @@ class CaptionDataset(Dataset):
         return np.random.default_rng([self.seed, self.epoch if epoch is None else epoch, int(image_index)])
 
     def images(self, image_index: int, rng: np.random.Generator) -> list[torch.Tensor]:
-        """The stored image resized to the crop's 76/64 margin, cropped (random + flip when augmenting), rescaled."""
-        stored = self.store.image(image_index)  # (H, W, 3) uint8
+        """The official transform: the stored image with its shorter side at the crop's 76/64 margin (resized here
+        only if prep stored another size), a crop anywhere in it (random + flip when augmenting, else the centre),
+        rescaled to every size of `image_sizes`."""
+        stored = self.store.image(image_index)  # (H, W, 3) uint8, aspect kept (or a square with prep --square)
         height, width = stored.shape[:2]
         image: np.ndarray | torch.Tensor = stored
         if min(height, width) != self.resize_to:
             image = torch.from_numpy(np.ascontiguousarray(stored)).permute(2, 0, 1)
-            scale = self.resize_to / min(height, width)
-            size = (max(self.resize_to, round(height * scale)), max(self.resize_to, round(width * scale)))
+            size = resized_shape(height, width, self.resize_to)
             image = F.interpolate(image[None].float(), size=size, mode="bilinear", antialias=True, align_corners=False)
             image = image[0].clamp_(0, 255)
             height, width = size
@@ -150,6 +192,28 @@ class CaptionDataset(Dataset):
         tokens, length = sample_caption(self.store.caption_tokens(caption_index), self.max_words, rng)
         return torch.from_numpy(tokens), length
 
+    def _averaged(self, captions: range, first: int, rng: np.random.Generator) -> list[int]:
+        """`first` and up to features_average - 1 other distinct captions of the same image, drawn at random."""
+        if self.features_average == 1:
+            return [first]
+        rest = [caption for caption in captions if caption != first]
+        count = min(self.features_average - 1, len(rest))
+        return [first, *(rest[int(i)] for i in rng.choice(len(rest), size=count, replace=False))]
+
+    def _features(self, image_index: int, chosen: list[int], suffix: str = "") -> dict[str, Any]:
+        """`sentence_features` (mean over `chosen`), and the first caption's word features when the file has them."""
+        if len(chosen) == 1:
+            sentence = self.store.caption_sentence(chosen[0])
+        else:
+            first = self.store.caption_indices(image_index).start
+            block = self.store.image_sentences(image_index)
+            sentence = block[[caption - first for caption in chosen]].mean(axis=0, dtype=np.float64).astype(np.float32)
+        features = {f"sentence_features{suffix}": torch.from_numpy(sentence)}
+        if self.word_features:
+            words, length = self.store.caption_words(chosen[0])
+            features[f"word_features{suffix}"], features[f"word_length{suffix}"] = torch.from_numpy(words), length
+        return features
+
     def __getitem__(self, position: int) -> dict[str, Any]:
         position = int(position)
         image_index = int(self.indices[position])
@@ -165,18 +229,26 @@ class CaptionDataset(Dataset):
             "index": image_index,
             "caption_index": caption_index,
         }
-        if self.pair is not None:
-            if self.pair == "same":
+        if self.text_features:
+            item.update(self._features(image_index, self._averaged(captions, caption_index, rng)))
+        probability = self.pair_same_probability
+        if probability is not None:
+            # p = 0 and p = 1 draw nothing here, so they give the same items as the older pair="other"/"same".
+            same = probability >= 1 or (probability > 0 and rng.random() < probability)
+            if same:
                 # A different caption of the same image when there is one.
                 others = [c for c in captions if c != caption_index] or [caption_index]
                 second = others[int(rng.integers(len(others)))]
-                label = 1
+                second_image, second_captions = image_index, captions
             else:
                 other_position = int(rng.integers(len(self.indices) - 1))
                 other_position += other_position >= position
-                other_captions = self.store.caption_indices(int(self.indices[other_position]))
-                second = other_captions[int(rng.integers(len(other_captions)))]
-                label = 0
+                second_image = int(self.indices[other_position])
+                second_captions = self.store.caption_indices(second_image)
+                second = second_captions[int(rng.integers(len(second_captions)))]
             item["tokens2"], item["length2"] = self._caption(second, rng)
-            item["pair_label"] = label
+            item["pair_label"] = int(same)
+            item["index2"], item["caption_index2"] = second_image, second
+            if self.text_features:
+                item.update(self._features(second_image, self._averaged(second_captions, second, rng), suffix="2"))
         return item

@@ -1,11 +1,17 @@
 """The prep pipeline every source shares: tokenize, build or import the vocabulary, decode/crop/resize images on a
 process pool (results consumed in input order, so the file is identical for any worker count), and write atomically.
+
+Images keep their aspect ratio: the shorter side becomes --image-size exactly as torchvision's `Resize(int)` does it
+(PIL bilinear; the longer side truncated), the resize AttnGAN and DF-GAN apply before their random crop. `--square`
+keeps the older centre square (bicubic).
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -14,10 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from t2itool.data.store import IMAGE_FORMATS, StoreMetadata, StoreWriter, encode_jpeg
+from t2itool.data.features import load_feature_files
+from t2itool.data.schema import IMAGE_FORMATS, encode_jpeg
 from t2itool.data.text import Vocabulary, tokenize
+from t2itool.data.writer import StoreMetadata, StoreWriter
 from t2itool.errors import T2IError
-from t2itool.fileio import atomic_path
+from t2itool.fileio import atomic_path, check_writable
 
 # Below this many images a pool costs more than it saves.
 POOL_MIN_IMAGES = 256
@@ -25,7 +33,8 @@ POOL_MIN_IMAGES = 256
 
 @dataclass
 class SourceItem:
-    """One image as a source describes it. `load(*load_args)` must be a top-level function returning uint8 (S, S, 3)."""
+    """One image as a source describes it. `load(*load_args)` must be a top-level function returning the RGB image at
+    any size (a PIL image or a uint8 (H, W, 3) array); prep resizes it."""
 
     key: str
     captions: list[str]
@@ -46,6 +55,7 @@ class PrepSummary:
     vocab_size: int
     image_size: int
     image_format: str
+    square: bool
     content_sha256: str
     vocab_sha256: str
     seconds: float
@@ -57,14 +67,51 @@ class PrepSummary:
         return dict(self.__dict__)
 
 
+class PrepCancelled(KeyboardInterrupt):
+    """A stop request (the CLI's SIGTERM handler): prep stops like on Ctrl-C and removes its temporary output."""
+
+
+_cancel_requested = threading.Event()
+
+
+def request_cancel() -> None:
+    """Ask a running `run_prep` to stop at its next image. Signal handlers also raise PrepCancelled directly; this
+    flag catches the case where Python swallows that exception (raised inside a finalizer or weakref callback)."""
+    _cancel_requested.set()
+
+
+def clear_cancel() -> None:
+    _cancel_requested.clear()
+
+
+def _check_cancel() -> None:
+    if _cancel_requested.is_set():
+        raise PrepCancelled
+
+
 def resolve_workers(workers: int) -> int:
     if workers < 0:
         raise T2IError(f"--workers {workers}: must be 0 (all cores) or a positive number")
     return workers or (os.cpu_count() or 1)
 
 
+def resize_shorter_side(image: Any, size: int) -> np.ndarray:
+    """PIL image -> uint8 (H, W, 3) with min(H, W) = `size`, aspect kept: torchvision `Resize(size)` on a PIL image
+    (bilinear; longer side int(size * long / short); unchanged when already that size)."""
+    from PIL import Image
+
+    image = image.convert("RGB")
+    width, height = image.size
+    short, long = min(width, height), max(width, height)
+    new_short, new_long = size, int(size * long / short)
+    new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
+    if (new_w, new_h) != (width, height):
+        image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.uint8)
+
+
 def resize_square(image: Any, size: int) -> np.ndarray:
-    """PIL image -> uint8 (size, size, 3): shorter side to `size` (bicubic), then the centre square."""
+    """PIL image -> uint8 (size, size, 3): shorter side to `size` (bicubic), then the centre square (`--square`)."""
     from PIL import Image
 
     image = image.convert("RGB")
@@ -90,26 +137,43 @@ def bbox_crop_box(width: int, height: int, bbox: Sequence[float]) -> tuple[int, 
     )
 
 
-def load_image_file(path: str, size: int, bbox: Sequence[float] | None = None) -> np.ndarray:
-    """Decode an image file, optionally apply the CUB bbox crop, and resize it to (size, size, 3)."""
+def load_image_file(path: str, bbox: Sequence[float] | None = None) -> Any:
+    """Decode an image file to RGB and, for CUB, apply the bounding-box crop (a PIL image at its own size)."""
     from PIL import Image
 
     with Image.open(path) as image:
         image = image.convert("RGB")
         if bbox is not None:
             image = image.crop(bbox_crop_box(image.width, image.height, bbox))
-        return resize_square(image, size)
+        return image
 
 
-def _process(task: tuple[Callable[..., np.ndarray], tuple, int, str]) -> tuple[bool, Any]:
-    load, args, size, image_format = task
+def fit_image(image: Any, size: int, square: bool) -> np.ndarray:
+    """A loader's image (PIL or uint8 array) as stored: shorter side `size`, or the `size` centre square."""
+    from PIL import Image
+
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"loader returned {image.dtype} {image.shape}, expected uint8 (H, W, 3)")
+        if (square and image.shape[:2] == (size, size)) or (not square and min(image.shape[:2]) == size):
+            return image
+        image = Image.fromarray(image)
+    return resize_square(image, size) if square else resize_shorter_side(image, size)
+
+
+def _process(task: tuple[Callable[..., Any], tuple, int, bool, str]) -> tuple[bool, Any]:
+    load, args, size, square, image_format = task
     try:
-        image = load(*args)
-        if image.shape != (size, size, 3) or image.dtype != np.uint8:
-            raise ValueError(f"loader returned {image.dtype} {image.shape}")
-        return True, encode_jpeg(image) if image_format == "jpeg" else image
+        image = fit_image(load(*args), size, square)
+        height, width = image.shape[:2]
+        return True, (encode_jpeg(image) if image_format == "jpeg" else image, height, width)
     except Exception as exc:  # any decode failure is reported per image, not fatal (unless --strict)
         return False, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
+
+
+def _worker_init() -> None:
+    """Pool workers die on SIGTERM (the pool's own terminate()) instead of inheriting the CLI's handler."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _results(tasks: list, workers: int):
@@ -121,7 +185,7 @@ def _results(tasks: list, workers: int):
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     chunksize = max(1, min(32, len(tasks) // (workers * 8)))
-    with context.Pool(workers) as pool:
+    with context.Pool(workers, initializer=_worker_init) as pool:
         yield from pool.imap(_process, tasks, chunksize=chunksize)
 
 
@@ -129,13 +193,16 @@ def _results(tasks: list, workers: int):
 class PrepOptions:
     """What every source shares: the `prep` flags of the same names."""
 
-    image_size: int = 304  # stored square size (the 256 crop's 76/64 margin)
+    image_size: int = 304  # stored shorter side (the 256 crop's 76/64 margin)
     image_format: str = "raw"  # raw | jpeg
+    square: bool = False  # store the centre square instead of the whole image (format-1 behaviour)
     vocab: Vocabulary | None = None  # imported vocabulary; None = build from all captions
     min_word_count: int = 0
     workers: int = 0  # 0 = all cores
     strict: bool = False  # an unreadable image is fatal instead of skipped
     show_progress: bool = True
+    caption_features: str | None = None  # SPEC of precomputed per-caption features (t2itool.data.features)
+    caption_features_dtype: str = "float32"  # float32 | float16 storage
 
 
 def run_prep(
@@ -146,6 +213,7 @@ def run_prep(
     source: str,
     max_captions: int | None = None,  # keep the first N valid captions per image (AttnGAN's CAPTIONS_PER_IMAGE)
     extra_attrs: dict[str, Any] | None = None,
+    root: str | os.PathLike | None = None,  # where a bare --caption-features NAME is looked up (ROOT/train/NAME)
 ) -> PrepSummary:
     """Write `items` to `out` (atomically). Unreadable images are skipped and listed, or fatal with `strict`."""
     start = time.perf_counter()
@@ -165,12 +233,14 @@ def run_prep(
     if not items:
         raise T2IError(f"{source}: no images found")
     workers = resolve_workers(workers)
+    check_writable(out)  # a folder, a path under a file or a read-only folder fails now, not after the images
 
     # Captions: AttnGAN's rule keeps the first `max_captions` captions that have at least one token.
     token_lists: list[list[list[str]]] = []
     caption_texts: list[list[str]] = []
     short = 0
     for item in items:
+        _check_cancel()
         kept_tokens, kept_texts = [], []
         for text in item.captions:
             tokens = tokenize(text)
@@ -185,17 +255,28 @@ def run_prep(
         token_lists.append(kept_tokens)
         caption_texts.append(kept_texts)
 
-    tasks = [(item.load, item.load_args, image_size, image_format) for item in items]
+    features = None
+    if options.caption_features is not None:
+        # Opened and matched against the sources before the images are read: a wrong file fails in seconds.
+        features = load_feature_files(options.caption_features, root, options.caption_features_dtype)
+        keys, splits_of = [item.key for item in items], [item.split for item in items]
+        try:
+            features.locate(keys, splits_of, [len(tokens) for tokens in token_lists], final=False)
+        except BaseException:
+            features.close()
+            raise
+    tasks = [(item.load, item.load_args, image_size, options.square, image_format) for item in items]
     with atomic_path(out, suffix=".h5") as tmp:
-        writer = StoreWriter(tmp, image_size, image_format)
+        writer = StoreWriter(tmp, image_size, image_format, options.square)
         kept: list[int] = []
         failed: list[tuple[str, str]] = []
         try:
             with _progress(show_progress) as progress:
                 task_id = progress.add_task(f"prep {source}", total=len(tasks)) if progress else None
                 for index, (ok, result) in enumerate(_results(tasks, workers)):
+                    _check_cancel()
                     if ok:
-                        writer.add_image(result)
+                        writer.add_image(*result)
                         kept.append(index)
                     elif strict:
                         raise T2IError(f"{items[index].key}: unreadable image ({result}); fix it or drop --strict")
@@ -227,6 +308,10 @@ def run_prep(
             splits: dict[str, list[int]] = {"train": [], "test": []}
             for new_index, index in enumerate(kept):
                 splits.setdefault(items[index].split, []).append(new_index)
+            feature_rows = None
+            if features is not None:
+                kept_keys, kept_splits = [items[i].key for i in kept], [items[i].split for i in kept]
+                feature_rows = features.locate(kept_keys, kept_splits, [len(ids) for ids in caption_ids])
             meta = StoreMetadata(
                 source=source,
                 keys=[items[index].key for index in kept],
@@ -236,10 +321,16 @@ def run_prep(
                 vocab=vocab,
                 splits=splits,
                 extra_attrs={"min_word_count": min_word_count, **(extra_attrs or {})},
+                features=features,
+                feature_rows=feature_rows,
             )
+            _check_cancel()
             content = writer.finish(meta)
+            _check_cancel()
         finally:
             writer.close()
+            if features is not None:
+                features.close()
     return PrepSummary(
         out=str(out),
         source=source,
@@ -249,6 +340,7 @@ def run_prep(
         vocab_size=len(vocab),
         image_size=image_size,
         image_format=image_format,
+        square=options.square,
         content_sha256=content,
         vocab_sha256=vocab.sha256,
         seconds=time.perf_counter() - start,

@@ -1,170 +1,21 @@
-"""The prepared-data HDF5 file: its schema, the streaming writer, and the lazy, picklable `Store` reader.
-
-The format is documented in docs/data-format.md; bump FORMAT_VERSION on any change to it.
+"""The lazy, picklable reader of a prepared-data HDF5 file (`Store`); the schema lives in `t2itool.data.schema`,
+the writer in `t2itool.data.writer`, the format is documented in docs/data-format.md.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from t2itool import __version__
-from t2itool.data.text import TOKENIZER_NAME, Vocabulary
+from t2itool.data.features import CaptionFeaturesInfo
+from t2itool.data.schema import FEATURES_GROUP, SPLITS, decode_jpeg, raw_dataset_name
+from t2itool.data.text import Vocabulary
+from t2itool.data.validate import check_file, verify_content
 from t2itool.errors import T2IError
-
-FORMAT_NAME = "t2itool-captions"
-FORMAT_VERSION = 1
-IMAGE_FORMATS = ("raw", "jpeg")
-SPLITS = ("train", "test")
-JPEG_QUALITY = 95
-
-_STR = h5py.string_dtype("utf-8")
-_BYTES = h5py.vlen_dtype(np.uint8)
-
-
-def encode_jpeg(image: np.ndarray) -> bytes:
-    """Deterministic JPEG bytes of a uint8 (H, W, 3) image (fixed quality, no metadata)."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
-    return buffer.getvalue()
-
-
-def decode_jpeg(data: np.ndarray | bytes) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(bytes(data))) as image:
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
-
-
-@dataclass
-class StoreMetadata:
-    """Everything except the images, for the images in the order they were added to the writer."""
-
-    source: str
-    keys: list[str]
-    class_ids: list[int]
-    captions: list[list[str]]  # caption texts per image
-    caption_ids: list[list[list[int]]]  # token ids per caption per image (full length)
-    vocab: Vocabulary
-    splits: dict[str, list[int]]  # split name -> image indices
-    extra_attrs: dict[str, Any] = field(default_factory=dict)
-
-
-class StoreWriter:
-    """Streams images into `path` (normally a temporary file) and hashes everything it stores, in order."""
-
-    def __init__(self, path: str | os.PathLike, image_size: int, image_format: str = "raw") -> None:
-        if image_format not in IMAGE_FORMATS:
-            raise T2IError(f"--image-format {image_format!r}: choose one of {', '.join(IMAGE_FORMATS)}")
-        self.image_size = int(image_size)
-        self.image_format = image_format
-        self.num_images = 0
-        self._digest = hashlib.sha256()
-        # track_times=False everywhere: the file bytes depend only on the content, not on when it was written.
-        self._file = h5py.File(path, "w", libver=("earliest", "v110"), track_order=False)
-        size = self.image_size
-        if image_format == "raw":
-            self._images = self._file.create_dataset(
-                "images", shape=(0, size, size, 3), maxshape=(None, size, size, 3), dtype=np.uint8,
-                chunks=(1, size, size, 3), track_times=False,
-            )  # fmt: skip
-        else:
-            self._images = self._file.create_dataset(
-                "images", shape=(0,), maxshape=(None,), dtype=_BYTES, chunks=(256,), track_times=False
-            )
-
-    def add_image(self, image: np.ndarray | bytes) -> int:
-        """Append one image: uint8 (S, S, 3) for raw, JPEG bytes for jpeg. Returns its index."""
-        index = self.num_images
-        if self.image_format == "raw":
-            image = np.ascontiguousarray(image, dtype=np.uint8)
-            if image.shape != (self.image_size, self.image_size, 3):
-                raise ValueError(
-                    f"image {index}: shape {image.shape}, expected {(self.image_size, self.image_size, 3)}"
-                )
-            payload = image.tobytes()
-            self._images.resize(index + 1, axis=0)
-            self._images[index] = image
-        else:
-            payload = bytes(image)
-            self._images.resize(index + 1, axis=0)
-            self._images[index] = np.frombuffer(payload, dtype=np.uint8)
-        self._digest.update(len(payload).to_bytes(8, "little"))
-        self._digest.update(payload)
-        self.num_images += 1
-        return index
-
-    def _array(self, name: str, values: np.ndarray) -> None:
-        self._digest.update(f"{name}:{values.dtype.str}:{values.shape}".encode())
-        self._digest.update(np.ascontiguousarray(values).tobytes())
-        self._file.create_dataset(name, data=values, track_times=False)
-
-    def _strings(self, name: str, values: list[str]) -> None:
-        encoded = [value.encode("utf-8") for value in values]
-        self._digest.update(f"{name}:str:{len(values)}".encode())
-        for value in encoded:
-            self._digest.update(len(value).to_bytes(8, "little"))
-            self._digest.update(value)
-        self._file.create_dataset(name, data=np.array(values, dtype=object), dtype=_STR, track_times=False)
-
-    def finish(self, meta: StoreMetadata) -> str:
-        """Write captions, splits, vocabulary and root attributes; close; return the content sha256."""
-        num = self.num_images
-        if not (len(meta.keys) == len(meta.class_ids) == len(meta.captions) == len(meta.caption_ids) == num):
-            raise ValueError("metadata lengths disagree with the number of images written")
-        counts = np.array([len(ids) for ids in meta.caption_ids], dtype=np.int32)
-        first = np.zeros(num, dtype=np.int64)
-        first[1:] = np.cumsum(counts)[:-1]
-        flat_captions = [ids for per_image in meta.caption_ids for ids in per_image]
-        lengths = np.array([len(ids) for ids in flat_captions], dtype=np.int32)
-        offsets = np.zeros(len(flat_captions), dtype=np.int64)
-        offsets[1:] = np.cumsum(lengths, dtype=np.int64)[:-1]
-        tokens = np.fromiter((t for ids in flat_captions for t in ids), dtype=np.int32, count=int(lengths.sum()))
-        if tokens.size and (tokens.min() <= 0 or tokens.max() >= len(meta.vocab)):
-            raise ValueError("token ids outside 1..vocab_size-1")
-        self._array("captions/tokens", tokens)
-        self._array("captions/offsets", offsets)
-        self._array("captions/lengths", lengths)
-        self._array("captions/image", np.repeat(np.arange(num, dtype=np.int32), counts))
-        self._strings("captions/text", [text for per_image in meta.captions for text in per_image])
-        self._array("image_captions/first", first)
-        self._array("image_captions/count", counts)
-        self._array("class_ids", np.asarray(meta.class_ids, dtype=np.int32).reshape(num))
-        self._strings("keys", meta.keys)
-        self._strings("vocab", meta.vocab.words)
-        for split in SPLITS:
-            self._array(f"splits/{split}", np.asarray(sorted(meta.splits.get(split, [])), dtype=np.int64))
-        content = self._digest.hexdigest()
-        attrs = {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "source": meta.source,
-            "tokenizer": TOKENIZER_NAME,
-            "image_size": self.image_size,
-            "image_format": self.image_format,
-            "vocab_size": len(meta.vocab),
-            "vocab_sha256": meta.vocab.sha256,
-            "content_sha256": content,
-            "t2itool_version": __version__,
-            **meta.extra_attrs,
-        }
-        for name in sorted(attrs):
-            self._file.attrs[name] = attrs[name]
-        self._file.close()
-        return content
-
-    def close(self) -> None:
-        if self._file.id.valid:
-            self._file.close()
 
 
 class Store:
@@ -178,23 +29,35 @@ class Store:
         self._pid = -1
         self._cache: dict[str, Any] = {}
         file = self._file()
-        if file.attrs.get("format") != FORMAT_NAME:
-            raise T2IError(f"{self.path}: not a t2itool data file (run `t2itool prep ... --out {self.path.name}`)")
-        version = int(file.attrs["format_version"])
-        if version != FORMAT_VERSION:
-            raise T2IError(
-                f"{self.path}: data format version {version}, this t2itool reads {FORMAT_VERSION}; re-run prep"
-            )
-        self.attrs: dict[str, Any] = {
-            k: (v.item() if isinstance(v, np.generic) else v) for k, v in sorted(file.attrs.items())
-        }
-        self.image_size: int = int(self.attrs["image_size"])
+        try:
+            self.attrs: dict[str, Any] = check_file(self.path, file, self._cache)
+        except T2IError:
+            self.close()
+            raise
+        except (OSError, KeyError, ValueError, TypeError) as exc:  # h5py reading a truncated or damaged file
+            self.close()
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise T2IError(f"{self.path}: cannot be read ({message}): the file is damaged; re-run prep") from None
+        self.image_size: int = int(self.attrs["image_size"])  # shorter side (or square side) of the stored images
         self.image_format: str = str(self.attrs["image_format"])
+        self.image_resize: str = str(self.attrs["image_resize"])  # shorter-side | centre-square
         self.source: str = str(self.attrs["source"])
         self.vocab_sha256: str = str(self.attrs["vocab_sha256"])
         self.content_sha256: str = str(self.attrs["content_sha256"])
         self.num_images: int = int(file["image_captions/count"].shape[0])
         self.num_captions: int = int(file["captions/lengths"].shape[0])
+        self.caption_features: CaptionFeaturesInfo | None = None
+        if FEATURES_GROUP in file:
+            features = file[FEATURES_GROUP].attrs
+            self.caption_features = CaptionFeaturesInfo(
+                name=str(features["name"]),
+                source=str(features["source"]),
+                sentence_dim=int(features["sentence_dim"]),
+                word_dim=int(features["word_dim"]) or None,
+                max_tokens=int(features["max_tokens"]) or None,
+                sha256=str(features["sha256"]),
+                dtype=str(features["dtype"]),
+            )
 
     def _file(self) -> h5py.File:
         # A handle opened before a fork must not be shared with the child: reopen in every new process.
@@ -202,7 +65,10 @@ class Store:
             try:
                 self._handle = h5py.File(self.path, "r")
             except OSError as exc:
-                raise T2IError(f"{self.path}: cannot be opened as HDF5 ({exc})") from exc
+                message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise T2IError(
+                    f"{self.path}: cannot be opened as HDF5 ({message}); is it a t2itool prep file?"
+                ) from None
             self._pid = os.getpid()
             self._cache = {}  # dataset handles of another process's file are no use here
         return self._handle
@@ -228,6 +94,13 @@ class Store:
             self._cache[name] = list(self._file()[name].asstr()[()])
         return self._cache[name]
 
+    def _dataset(self, name: str) -> h5py.Dataset:
+        """A dataset handle, looked up once per process (the lookup costs as much as reading a small image)."""
+        key = f"_dataset:{name}"
+        if key not in self._cache:
+            self._cache[key] = self._file()[name]
+        return self._cache[key]
+
     @property
     def vocab(self) -> Vocabulary:
         if "_vocab" not in self._cache:
@@ -250,20 +123,46 @@ class Store:
             raise T2IError(f"split {split!r}: choose one of train, test, all")
         return self._small(f"splits/{split}")
 
-    def image(self, index: int) -> np.ndarray:
-        """uint8 (H, W, 3) image `index` (one read of one chunk)."""
+    # ---- images
+
+    def _check_index(self, index: int) -> int:
         index = int(index)
         if not 0 <= index < self.num_images:
             raise IndexError(f"image index {index} outside 0..{self.num_images - 1}")
-        file = self._file()
-        if "_images" not in self._cache:  # the group lookup costs as much as reading a small image
-            self._cache["_images"] = file["images"]
-        data = self._cache["_images"][index]
-        return data if self.image_format == "raw" else decode_jpeg(data)
+        return index
+
+    def image_shape(self, index: int) -> tuple[int, int]:
+        """(height, width) of stored image `index`."""
+        index = self._check_index(index)
+        return int(self._small("images/heights")[index]), int(self._small("images/widths")[index])
+
+    def image(self, index: int) -> np.ndarray:
+        """uint8 (H, W, 3) stored image `index` (one chunk read for raw files)."""
+        height, width = self.image_shape(index)
+        if self.image_format == "raw":
+            return self._dataset(raw_dataset_name(height, width))[int(self._small("images/slots")[int(index)])]
+        return decode_jpeg(self._dataset("images/jpeg")[int(index)])
+
+    def square_image(self, index: int) -> np.ndarray:
+        """The centre square of stored image `index` (side = its shorter side): what format-1/2 files stored."""
+        image = self.image(index)
+        height, width = image.shape[:2]
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        return np.ascontiguousarray(image[top : top + side, left : left + side])
 
     def image_bytes(self, index: int) -> bytes:
         """The stored bytes of image `index` (JPEG for jpeg files, raw pixels otherwise)."""
-        return bytes(np.asarray(self._file()["images"][int(index)]).tobytes())
+        if self.image_format == "raw":
+            return self.image(index).tobytes()
+        return bytes(np.asarray(self._dataset("images/jpeg")[self._check_index(index)]).tobytes())
+
+    # ---- captions
+
+    @property
+    def caption_counts(self) -> np.ndarray:
+        """Number of captions of every image (int array, one entry per image)."""
+        return self._small("image_captions/count")
 
     def caption_indices(self, image_index: int) -> range:
         first = int(self._small("image_captions/first")[image_index])
@@ -288,6 +187,38 @@ class Store:
 
     def caption_image(self, caption_index: int) -> int:
         return int(self._small("captions/image")[caption_index])
+
+    # ---- caption features
+
+    def require_caption_features(self, words: bool = False) -> CaptionFeaturesInfo:
+        info = self.caption_features
+        if info is None:
+            raise T2IError(f"{self.path}: no caption features; re-run prep with --caption-features FILE")
+        if words and info.word_dim is None:
+            raise T2IError(f"{self.path}: the caption features ({info.name}) have no word features")
+        return info
+
+    def caption_sentence(self, caption_index: int) -> np.ndarray:
+        """float32 (D,) sentence features of caption `caption_index`."""
+        self.require_caption_features()
+        return np.asarray(self._dataset(f"{FEATURES_GROUP}/sentence")[int(caption_index)], dtype=np.float32)
+
+    def image_sentences(self, image_index: int) -> np.ndarray:
+        """float32 (captions of the image, D): the sentence features of every caption of image `image_index`."""
+        self.require_caption_features()
+        captions = self.caption_indices(image_index)
+        block = self._dataset(f"{FEATURES_GROUP}/sentence")[captions.start : captions.stop]
+        return np.asarray(block, dtype=np.float32)
+
+    def caption_words(self, caption_index: int) -> tuple[np.ndarray, int]:
+        """(float32 (T, Dw) word features zero past the length, length) of caption `caption_index`."""
+        self.require_caption_features(words=True)
+        words = np.asarray(self._dataset(f"{FEATURES_GROUP}/words")[int(caption_index)], dtype=np.float32)
+        return words, int(self._small(f"{FEATURES_GROUP}/word_lengths")[int(caption_index)])
+
+    def verify(self) -> dict[str, Any]:
+        """Recompute the content hash from everything stored; a T2IError if the file is damaged."""
+        return verify_content(self)
 
     def identity(self) -> dict[str, Any]:
         """What checkpoints record about their data: path, vocabulary size and hash, content hash."""

@@ -1,22 +1,20 @@
 """Caption text processing identical to AttnGAN's (lower-case, `\\w+` tokens, ASCII only) and the vocabulary.
 
-Also reads AttnGAN's Python-2 `captions.pickle` through a restricted unpickler (lists, dicts, str, int only).
+Also reads AttnGAN's Python-2 `captions.pickle` through the restricted unpickler of `t2itool.data.pickles`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import pickle
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import numpy as np
 from nltk.tokenize import RegexpTokenizer
 
+from t2itool.data.pickles import load_plain_pickle
 from t2itool.errors import T2IError
 
 END_TOKEN = "<end>"
@@ -96,40 +94,6 @@ class Vocabulary:
     def decode(self, ids: Iterable[int]) -> str:
         """Words of the non-padding ids joined by spaces."""
         return " ".join(self.words[int(index)] for index in ids if int(index) != 0)
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Refuses every global: only the built-in containers and scalars pickle opcodes create directly can load."""
-
-    def find_class(self, module: str, name: str):  # noqa: ANN201 - signature from pickle.Unpickler
-        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
-
-
-def _plain(value: object, where: str) -> object:
-    """Check (recursively) that a loaded value is only list/tuple/dict/str/int; bytes become str."""
-    if isinstance(value, bytes):
-        return value.decode("latin1")
-    if isinstance(value, bool) or value is None:
-        raise T2IError(f"{where}: unexpected {type(value).__name__} in pickle")
-    if isinstance(value, (str, int)):
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_plain(item, where) for item in value]
-    if isinstance(value, dict):
-        return {_plain(key, where): _plain(item, where) for key, item in value.items()}
-    raise T2IError(f"{where}: unexpected {type(value).__name__} in pickle (only lists, dicts, str and int)")
-
-
-def load_plain_pickle(path: str | os.PathLike) -> object:
-    """Load a (Python-2, protocol 2) pickle holding only lists, dicts, str, int; anything else is refused."""
-    path = Path(path)
-    if not path.is_file():
-        raise T2IError(f"{path}: no such file")
-    try:
-        value = _RestrictedUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
-        raise T2IError(f"{path}: not a plain pickle of lists/dicts/str/int ({exc})") from exc
-    return _plain(value, str(path))
 
 
 def load_attngan_vocabulary(path: str | os.PathLike) -> Vocabulary:

@@ -24,7 +24,7 @@ from t2itool.errors import T2IError
 CAPTIONS_PER_IMAGE = 5
 
 
-def _attngan_items(root: Path, image_size: int) -> list[SourceItem]:
+def _attngan_items(root: Path) -> list[SourceItem]:
     images = require_dir(root / "images", "the COCO JPEGs images/<key>.jpg")
     require_dir(root / "text", "caption files text/<key>.txt")
     items = []
@@ -39,39 +39,68 @@ def _attngan_items(root: Path, image_size: int) -> list[SourceItem]:
                 raise T2IError(f"{text_file}: no such file (captions of {key})")
             items.append(
                 SourceItem(key, read_text(text_file).split("\n"), len(items), split, load_image_file,
-                           (str(image), image_size, None), str(text_file))
+                           (str(image), None), str(text_file))
             )  # fmt: skip
     return items
 
 
-def _official_items(root: Path, image_size: int) -> list[SourceItem]:
+def _field(annotations: Path, where: str, entry: object, name: str, kind: type) -> object:
+    """entry[name], checked to be of `kind` (an int that is not a bool, or a non-empty str)."""
+    if not isinstance(entry, dict):
+        raise T2IError(f"{annotations}: {where} is not an object")
+    value = entry.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool) or (kind is str and not value):
+        expected = "an integer" if kind is int else "a non-empty string"
+        raise T2IError(f"{annotations}: {where}: {name!r} is {value!r}; expected {expected}")
+    return value
+
+
+def _read_annotations(annotations: Path) -> tuple[list[dict], dict[int, list[str]]]:
+    """COCO's captions JSON: images sorted by id, and each image's captions in caption-id order, fields checked."""
+    try:
+        data = json.loads(annotations.read_bytes().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise T2IError(f"{annotations}: not UTF-8 JSON ({str(exc).splitlines()[0]})") from None
+    except OSError as exc:
+        raise T2IError(f"{annotations}: cannot be read ({exc.strerror or exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise T2IError(f"{annotations}: not a COCO captions file (expected an object with an 'images' list)")
+    if not isinstance(data.get("annotations"), list):
+        raise T2IError(f"{annotations}: not a COCO captions file (expected an 'annotations' list)")
+    for index, entry in enumerate(data["images"]):
+        _field(annotations, f"images[{index}]", entry, "id", int)
+        _field(annotations, f"images[{index}]", entry, "file_name", str)
+    for index, entry in enumerate(data["annotations"]):
+        for name, kind in (("id", int), ("image_id", int), ("caption", str)):
+            _field(annotations, f"annotations[{index}]", entry, name, kind)
+    images = sorted(data["images"], key=lambda entry: entry["id"])
+    by_image: dict[int, list[str]] = {entry["id"]: [] for entry in images}
+    for entry in sorted(data["annotations"], key=lambda entry: entry["id"]):
+        by_image.setdefault(entry["image_id"], []).append(entry["caption"])
+    return images, by_image
+
+
+def _official_items(root: Path) -> list[SourceItem]:
     items = []
     for split, name in (("train", "train2014"), ("test", "val2014")):
         annotations = require_file(root / "annotations" / f"captions_{name}.json", f"COCO's {name} captions JSON")
         folder = require_dir(root / name, f"the {name} images")
-        try:
-            data = json.loads(annotations.read_text(encoding="utf-8"))
-            images = sorted(data["images"], key=lambda entry: entry["id"])
-            by_image: dict[int, list[str]] = {entry["id"]: [] for entry in images}
-            for entry in sorted(data["annotations"], key=lambda entry: entry["id"]):
-                by_image.setdefault(entry["image_id"], []).append(entry["caption"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise T2IError(f"{annotations}: not a COCO captions file ({type(exc).__name__}: {exc})") from exc
+        images, by_image = _read_annotations(annotations)
         for entry in images:
             key = Path(entry["file_name"]).stem
             items.append(
                 SourceItem(key, by_image[entry["id"]], len(items), split, load_image_file,
-                           (str(folder / entry["file_name"]), image_size, None), f"{annotations} (image {entry['id']})")
+                           (str(folder / entry["file_name"]), None), f"{annotations} (image {entry['id']})")
             )  # fmt: skip
     return items
 
 
-def coco_items(root: str | os.PathLike, image_size: int) -> tuple[list[SourceItem], str]:
+def coco_items(root: str | os.PathLike) -> tuple[list[SourceItem], str]:
     root = require_dir(root, "a COCO folder (AttnGAN layout or the official 2014 release)")
     if (root / "annotations").is_dir():
-        return _official_items(root, image_size), "official-2014"
+        return _official_items(root), "official-2014"
     if (root / "train" / "filenames.pickle").exists() or (root / "text").is_dir():
-        return _attngan_items(root, image_size), "attngan"
+        return _attngan_items(root), "attngan"
     raise T2IError(
         f"{root}: neither AttnGAN's coco layout (images/, text/, train/filenames.pickle) "
         "nor the official one (annotations/captions_train2014.json, train2014/)"
@@ -81,5 +110,7 @@ def coco_items(root: str | os.PathLike, image_size: int) -> tuple[list[SourceIte
 def build_coco(root: str | os.PathLike, out: str | os.PathLike, **options: Any) -> PrepSummary:
     """`prep coco`; `options` are PrepOptions fields."""
     opts = PrepOptions(**options)
-    items, layout = coco_items(root, opts.image_size)
-    return run_prep(items, out, opts, source="coco", max_captions=CAPTIONS_PER_IMAGE, extra_attrs={"layout": layout})
+    items, layout = coco_items(root)
+    return run_prep(
+        items, out, opts, source="coco", max_captions=CAPTIONS_PER_IMAGE, extra_attrs={"layout": layout}, root=root
+    )

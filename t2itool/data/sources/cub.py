@@ -25,7 +25,14 @@ CAPTIONS_PER_IMAGE = 10
 
 
 def read_text(path: Path) -> str:
-    return path.read_bytes().decode("utf-8", errors="replace")
+    """A caption/list file as AttnGAN reads it (UTF-8, undecodable bytes replaced); UTF-16 and NUL bytes refused."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise T2IError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in data:
+        raise T2IError(f"{path}: holds NUL bytes, as UTF-16 text does; save it as UTF-8 text")
+    return data.decode("utf-8", errors="replace")
 
 
 def _key_list(path: Path) -> list[str]:
@@ -35,7 +42,7 @@ def _key_list(path: Path) -> list[str]:
     return value
 
 
-def cub_items(root: str | os.PathLike, image_size: int) -> list[SourceItem]:
+def cub_items(root: str | os.PathLike) -> list[SourceItem]:
     root = require_dir(root, "AttnGAN's birds folder with CUB_200_2011/, text/, train/, test/")
     cub = require_dir(root / "CUB_200_2011", "the extracted CUB_200_2011 tarball")
     images_txt = require_file(cub / "images.txt", "'<id> <relpath>' lines")
@@ -68,6 +75,9 @@ def cub_items(root: str | os.PathLike, image_size: int) -> list[SourceItem]:
         class_ids = load_plain_pickle(class_file) if class_file.is_file() else None
         if class_ids is not None and (not isinstance(class_ids, list) or len(class_ids) != len(keys)):
             raise T2IError(f"{class_file}: expected one class id per key ({len(keys)})")
+        for position, class_id in enumerate(class_ids or []):
+            if not isinstance(class_id, int):
+                raise T2IError(f"{class_file}: entry {position} is {class_id!r}; expected an integer class id")
         for position, key in enumerate(keys):
             if key not in bbox_by_key:
                 raise T2IError(f"{split}/filenames.pickle: key {key!r} is not in {images_txt}")
@@ -76,10 +86,10 @@ def cub_items(root: str | os.PathLike, image_size: int) -> list[SourceItem]:
             if not text_file.is_file():
                 raise T2IError(f"{text_file}: no such file (captions of {key})")
             captions = read_text(text_file).split("\n")
-            class_id = int(class_ids[position]) if class_ids is not None else len(items)
+            class_id = class_ids[position] if class_ids is not None else len(items)
             items.append(
                 SourceItem(key, captions, class_id, split, load_image_file,
-                           (str(cub / "images" / relpath), image_size, bbox), str(text_file))
+                           (str(cub / "images" / relpath), bbox), str(text_file))
             )  # fmt: skip
     return items
 
@@ -87,5 +97,7 @@ def cub_items(root: str | os.PathLike, image_size: int) -> list[SourceItem]:
 def build_cub(root: str | os.PathLike, out: str | os.PathLike, **options: Any) -> PrepSummary:
     """`prep cub`; `options` are PrepOptions fields."""
     opts = PrepOptions(**options)
-    items = cub_items(root, opts.image_size)
-    return run_prep(items, out, opts, source="cub", max_captions=CAPTIONS_PER_IMAGE, extra_attrs={"bbox_crop": 1})
+    items = cub_items(root)
+    return run_prep(
+        items, out, opts, source="cub", max_captions=CAPTIONS_PER_IMAGE, extra_attrs={"bbox_crop": 1}, root=root
+    )

@@ -47,7 +47,7 @@ def _read_split(path: Path, keys: list[str]) -> dict[str, str]:
 
 
 def folder_items(
-    root: str | os.PathLike, image_size: int, split_file: str | os.PathLike | None = None, seed: int = 0
+    root: str | os.PathLike, split_file: str | os.PathLike | None = None, seed: int = 0
 ) -> list[SourceItem]:
     root = require_dir(root, "images with captions (<name>.txt per image, or captions.jsonl)")
     entries: list[tuple[str, Path, list[str], str]] = []  # key, image, captions, caption source
@@ -60,9 +60,15 @@ def folder_items(
                 record = json.loads(line)
                 image, captions = record["image"], record["captions"]
             except (ValueError, KeyError, TypeError):
-                raise T2IError(f'{jsonl}:{number}: expected {{"image": ..., "captions": [...]}}') from None
+                raise T2IError(
+                    f'{jsonl}:{number}: expected {{"image": "relative/path.jpg", "captions": [...]}}'
+                ) from None
+            if not isinstance(image, str) or not image.strip():
+                raise T2IError(f'{jsonl}:{number}: "image" is {image!r}; expected a relative path (a string)')
             if not isinstance(captions, list) or not all(isinstance(text, str) for text in captions):
                 raise T2IError(f"{jsonl}:{number}: captions must be a list of strings")
+            if any("\x00" in text for text in captions):
+                raise T2IError(f"{jsonl}:{number}: a caption holds a NUL character")
             key = str(Path(image).with_suffix("")).replace(os.sep, "/")
             entries.append((key, root / image, captions, f"{jsonl}:{number}"))
     else:
@@ -85,7 +91,7 @@ def folder_items(
         test = {keys[int(index)] for index in order[:num_test]}
         split = {key: "test" if key in test else "train" for key in keys}
     return [
-        SourceItem(key, captions, index, split[key], load_image_file, (str(image), image_size, None), source)
+        SourceItem(key, captions, index, split[key], load_image_file, (str(image), None), source)
         for index, (key, image, captions, source) in enumerate(entries)
     ]
 
@@ -100,5 +106,5 @@ def build_folder(
     """`prep folder`: `split_file` lines are '<image key> train|test', else a 90/10 split seeded by `seed`;
     `options` are PrepOptions fields."""
     opts = PrepOptions(**options)
-    items = folder_items(root, opts.image_size, split_file, seed)
+    items = folder_items(root, split_file, seed)
     return run_prep(items, out, opts, source="folder", extra_attrs={"seed": seed})

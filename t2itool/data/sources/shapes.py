@@ -147,6 +147,8 @@ def build_shapes(
     workers: int = 1,  # drawing is cheaper than shipping pixels between processes: one process is fastest
     image_format: str = "raw",
     show_progress: bool = False,
+    caption_features: str | None = None,  # SPEC of precomputed caption features (see t2itool.data.features)
+    caption_features_dtype: str = "float32",
 ) -> PrepSummary:
     """Draw `num_images` captioned shapes and write them to `out` (same bytes for any `workers`)."""
     from t2itool.errors import T2IError
@@ -154,7 +156,12 @@ def build_shapes(
     if num_images < 1:
         raise T2IError(f"--num-images {num_images}: must be at least 1")
     options = PrepOptions(
-        image_size=image_size, image_format=image_format, workers=workers, show_progress=show_progress
+        image_size=image_size,
+        image_format=image_format,
+        workers=workers,
+        show_progress=show_progress,
+        caption_features=caption_features,
+        caption_features_dtype=caption_features_dtype,
     )
     return run_prep(
         shapes_items(num_images, image_size, seed),
