@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from t2itool.models.blocks import ConditionalHead
+from t2itool.models.context import StepContext
 from t2itool.models.dfgan_ssacn import NetD, NetG, SSAGANConfig, SSAGANRecipe, build_head, generate
 from t2itool.models.dfgan_ssacn.networks import (
     MaskPredictor,
@@ -19,8 +20,9 @@ from t2itool.models.dfgan_ssacn.networks import (
     discriminator_channel_pairs,
     generator_channel_pairs,
 )
+from t2itool.models.recipe import Batch
 from t2itool.models.registry import GeneratorOutput, get_model
-from t2itool.training.recipe import Batch, StepContext
+from t2itool.noise import NoiseStream
 
 # Block tables written out from REFERENCES 3.3/3.4 (multipliers of ngf / ndf), not derived from the code.
 G_BLOCKS = {
@@ -104,7 +106,7 @@ def test_forward_shapes_and_masks(size: int) -> None:
     # Move the mask predictors off their init so the mask range check means something.
     for predictor in g.mask_predictors:
         torch.nn.init.normal_(predictor.layers[3].weight, std=3.0)
-    out = generate(g, noise, _features(sentence))
+    out = generate(g, {"z": noise}, _features(sentence))
     assert isinstance(out, GeneratorOutput) and len(out.images) == 1
     assert out.image.shape == (2, 3, size, size) and out.image.abs().max() <= 1
     masks = out.maps["mask"]
@@ -199,7 +201,7 @@ def _run_step(encoders, **overrides):
     optimizers = recipe.build_optimizers(nets, text_encoder)
     ctx = StepContext(
         device=torch.device("cpu"), seed=0, nets=nets, optimizers=optimizers, text_encoder=text_encoder,
-        image_encoder=image_encoder,
+        image_encoder=image_encoder, noise_streams={"z": NoiseStream("z", config.noise_dim)},
     )  # fmt: skip
     before = {name: copy.deepcopy(net.state_dict()) for name, net in nets.items()}
     text_before = copy.deepcopy(text_encoder.state_dict())
@@ -265,18 +267,28 @@ def test_spec_presets_and_config() -> None:
     assert spec.train_presets["birds"] == {"batch_size": 24, "epochs": 600}
     assert spec.train_presets["coco"]["epochs"] == 120
     assert spec.default_truncation(config) is None  # SSA-GAN samples from plain N(0, I)
-    assert spec.noise_dim(config) == 100
+    assert [(n.name, n.dim, n.truncated) for n in spec.noise_streams(config)] == [("z", 100, True)]
     with pytest.raises(ValueError):
         SSAGANConfig(image_size=96)
 
 
-def test_sync_batchnorm_option_keeps_snapshot_keys() -> None:
-    config = SSAGANConfig(image_size=16, ngf=2, ndf=2, sync_batchnorm=True)
+def test_global_batchnorm_keeps_snapshot_keys_and_one_process_numerics() -> None:
+    from t2itool.training.sync_batchnorm import GlobalBatchNorm, convert
+
+    config = SSAGANConfig(image_size=32, ngf=2, ndf=2)
+    assert config.sync_batchnorm  # the default: batch statistics over the global batch with N > 1 processes
+    torch.manual_seed(0)
     generator = SSAGANRecipe(config).build_networks()["generator"]
-    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in generator.modules())
-    plain = get_model("dfgan-ssacn").build_generator(config)
-    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in plain.modules())
-    plain.load_state_dict(generator.state_dict())  # a snapshot trained with SyncBN loads into the sampler's G
+    plain = copy.deepcopy(generator)
+    converted = convert(generator)
+    assert any(isinstance(m, GlobalBatchNorm) for m in converted.modules())
+    assert list(converted.state_dict()) == list(plain.state_dict())
+    noise, sentence = torch.randn(3, 100), torch.randn(3, 256)
+    image, _ = converted.train()(noise, sentence)  # one process: exactly BatchNorm2d
+    expected, _ = plain.train()(noise, sentence)
+    assert torch.equal(image, expected)
+    fresh = get_model("dfgan-ssacn").build_generator(config)
+    fresh.load_state_dict(converted.state_dict())  # a snapshot trained with it loads into the sampler's G
 
 
 def test_training_loop_end_to_end_with_finetuned_text_encoder(shapes_h5: str, tmp_path) -> None:
@@ -304,5 +316,5 @@ def test_training_loop_end_to_end_with_finetuned_text_encoder(shapes_h5: str, tm
     state = torch.load(state_file, map_location="cpu", weights_only=True)
     assert bool(state["nets"]["image_projections"]["loaded"]) and "text_encoder" in state["optimizers"]
     with torch.no_grad():
-        out = snapshot.spec.generate(snapshot.generator, torch.randn(2, 100), _features(torch.randn(2, 256)))
+        out = snapshot.spec.generate(snapshot.generator, {"z": torch.randn(2, 100)}, _features(torch.randn(2, 256)))
     assert [m.shape[-1] for m in out.maps["mask"]] == [4, 8, 16, 32]

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from t2itool.encoders.kinds import TextSource
+from t2itool.models.context import StepContext
+from t2itool.models.recipe import Batch
 from t2itool.models.registry import GeneratorOutput, get_model, list_models
 from t2itool.training.checkpoint import load_snapshot, save_snapshot
-from t2itool.training.recipe import Batch, StepContext
 
 # Tiny settings applied to whichever of these keys a model's config has.
 TINY = {"image_size": 32, "ngf": 8, "ndf": 8, "nf": 8, "gf_dim": 8, "df_dim": 8}
@@ -32,6 +34,10 @@ def encoders(recipe):
     text = TextEncoder(VOCAB).eval().requires_grad_(False)
     image = ImageEncoder().eval().requires_grad_(False) if recipe.needs_image_encoder else None
     return text, image
+
+
+def random_noise(spec, config) -> dict[str, torch.Tensor]:
+    return {stream.name: torch.randn(BATCH, stream.dim) for stream in spec.noise_streams(config)}
 
 
 def make_batch(recipe, max_words: int) -> Batch:
@@ -63,7 +69,7 @@ def test_tiny_model_builds_steps_and_round_trips(name: str, tmp_path: Path) -> N
     generator = nets["generator"]
     text = text_encoder.encode(batch.tokens, batch.lengths)
     with torch.no_grad():
-        out = spec.generate(generator.eval(), torch.randn(BATCH, spec.noise_dim(config)), text)
+        out = spec.generate(generator.eval(), random_noise(spec, config), text)
     assert isinstance(out, GeneratorOutput)
     assert out.image.shape == (BATCH, 3, config.image_size, config.image_size)
     assert [im.shape[-1] for im in out.images] == sorted(im.shape[-1] for im in out.images)
@@ -74,7 +80,7 @@ def test_tiny_model_builds_steps_and_round_trips(name: str, tmp_path: Path) -> N
     optimizers = recipe.build_optimizers(nets, text_encoder)
     ctx = StepContext(
         device=torch.device("cpu"), seed=0, nets=nets, optimizers=optimizers, text_encoder=text_encoder,
-        image_encoder=image_encoder,
+        image_encoder=image_encoder, noise_streams={s.name: s for s in spec.noise_streams(config)},
     )  # fmt: skip
     before = {n: copy.deepcopy(net.state_dict()) for n, net in nets.items()}
     stats = recipe.train_step(batch, ctx)
@@ -87,15 +93,51 @@ def test_tiny_model_builds_steps_and_round_trips(name: str, tmp_path: Path) -> N
     # Snapshot round trip: same generator output after load_snapshot.
     path = tmp_path / "snapshot-000001.pt"
     save_snapshot(
-        path, model=name, config=config, generator=generator, text_encoder=text_encoder,
+        path, model=name, config=config, generator=generator, text=TextSource.damsm(text_encoder),
         vocab_words=["<end>"] + [f"w{i}" for i in range(VOCAB - 1)], vocab_sha256="0" * 64, step=1,
         data={"path": "x.h5"}, ema=False,
     )  # fmt: skip
     snap = load_snapshot(path)
     assert (snap.spec.name, snap.step, snap.image_size, snap.config) == (name, 1, config.image_size, config)
-    noise = torch.randn(BATCH, spec.noise_dim(config))
+    noise = random_noise(spec, config)
     generator.eval()
     with torch.no_grad():
         expected = spec.generate(generator, noise, text).image
         got = spec.generate(snap.generator, noise, snap.text_encoder.encode(batch.tokens, batch.lengths)).image
     assert torch.equal(expected, got)
+
+
+@pytest.fixture(scope="module")
+def damsm_ckpt(shapes_h5: str, tmp_path_factory) -> str:
+    from test_train_loop import make_damsm
+
+    return make_damsm(shapes_h5, tmp_path_factory.mktemp("damsm") / "damsm.pt")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list_models())
+def test_two_gloo_processes_match_one(name: str, shapes_h5: str, damsm_ckpt: str, tmp_path: Path) -> None:
+    """N processes with B/N samples each train like one process with B: noise keyed by global position, batch-coupled
+    terms over the gathered global batch, batch norm over the global batch."""
+    import json
+
+    from engine_checks import assert_same_updates
+
+    from t2itool.training import train
+
+    spec = get_model(name)
+    fields = {f.name for f in dataclasses.fields(spec.config_cls)}
+    sets = {k: str(v) for k, v in TINY.items() if k in fields and k != "image_size"}
+    common = dict(data=shapes_h5, damsm=damsm_ckpt, out=str(tmp_path), steps=2, snapshot_every=0, workers=0,
+                  grid_every=0, grid_size=2, status_every=1, image_size=TINY["image_size"], sets=sets)  # fmt: skip
+    one = train(name, batch_size=4, **common)
+    two = train(name, batch_size=2, nproc=2, **common)
+    a = torch.load(one.state, map_location="cpu", weights_only=True)
+    b = torch.load(two.state, map_location="cpu", weights_only=True)
+    lr = max(group["lr"] for opt in a["optimizers"].values() for group in opt["param_groups"])
+    assert_same_updates(a, b, lr)
+    last = [json.loads((Path(r.run_dir) / "stats.jsonl").read_text().splitlines()[-1]) for r in (one, two)]
+    losses = [k for k in last[0] if k.startswith("loss")]
+    assert losses
+    for key in losses:
+        assert last[0][key] == pytest.approx(last[1][key], rel=1e-3, abs=1e-4), key

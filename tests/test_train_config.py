@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from t2itool.errors import T2IError
+from t2itool.models.context import StepContext
+from t2itool.models.recipe import Batch
+from t2itool.noise import NoiseStream
 from t2itool.training.batches import ShardedBatches
 from t2itool.training.config import resolve_config, run_name
-from t2itool.training.recipe import Batch, StepContext
 
 
 def test_precedence_preset_file_flags(tmp_path) -> None:
@@ -23,8 +25,9 @@ def test_precedence_preset_file_flags(tmp_path) -> None:
     config = resolve_config("dfgan", config_file=str(toml), flags={"epochs": 2, "image_size": 64, "batch_size": 4})
     assert (config.steps, config.epochs, config.model_config["image_size"]) == (None, 2, 64)
     assert run_name(config, 1) == "dfgan-64px-batch4"
-    config = resolve_config("dfgan", flags={"preset": "birds", "gpus": [0, 1], "image_size": 64, "batch_size": 8})
-    assert run_name(config, 2) == "dfgan-birds-64px-batch8-gpus2"
+    flags = {"preset": "coco", "gpus": [0, 1], "image_size": 64, "batch_size": 8, "data": "data/my birds.h5"}
+    config = resolve_config("dfgan", flags=flags)
+    assert run_name(config, 2) == "dfgan-my_birds-64px-batch8-gpus2"  # named after the data file, not the preset
 
 
 def test_errors_name_the_key() -> None:
@@ -61,12 +64,17 @@ def _batch(positions: list[int], global_size: int) -> Batch:
                  torch.tensor(positions), global_size)  # fmt: skip
 
 
-def test_noise_depends_on_position_not_split() -> None:
-    ctx = StepContext(device=torch.device("cpu"), seed=7, step=3)
-    whole = ctx.noise(_batch([0, 1, 2, 3], 4), 10)
-    parts = torch.cat([ctx.noise(b, 10) for b in _batch([0, 1, 2, 3], 4).split(2)])
+def test_noise_depends_on_position_and_stream_not_split() -> None:
+    streams = {"z": NoiseStream("z", 10), "ca": NoiseStream("ca", 10, truncated=False)}
+    ctx = StepContext(device=torch.device("cpu"), seed=7, step=3, noise_streams=streams)
+    whole = ctx.noise(_batch([0, 1, 2, 3], 4), "z")
+    parts = torch.cat([ctx.noise(b, "z") for b in _batch([0, 1, 2, 3], 4).split(2)])
     assert torch.equal(whole, parts)
-    assert torch.equal(whole[2:], ctx.noise(_batch([2, 3], 4), 10))
+    assert torch.equal(whole[2:], ctx.noise(_batch([2, 3], 4), "z"))
+    assert not torch.equal(whole, ctx.noise(_batch([0, 1, 2, 3], 4), "ca"))  # streams are independent
+    big = ctx.noise(_batch(list(range(400)), 400), "z")
+    assert big.abs().max() > 2.0  # plain N(0, I): 4,000 draws exceed 2 in absolute value
     ctx.step = 4
-    assert not torch.equal(whole, ctx.noise(_batch([0, 1, 2, 3], 4), 10))
-    assert not torch.equal(whole, ctx.noise(_batch([0, 1, 2, 3], 4), 10, stream=1))
+    assert not torch.equal(whole, ctx.noise(_batch([0, 1, 2, 3], 4), "z"))
+    with pytest.raises(KeyError, match="not declared"):
+        ctx.noise(_batch([0], 1), "eps")

@@ -16,7 +16,7 @@ def models_command(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """List the registered models, or one model's config."""
-    from t2itool.models.registry import get_model, list_models
+    from t2itool.models import get_model, list_models
 
     if model is None:
         specs = [get_model(name) for name in list_models()]
@@ -41,6 +41,7 @@ def models_command(
             ],
             "presets": {k: dict(v) for k, v in spec.presets.items()},
             "train_presets": {k: dict(v) for k, v in spec.train_presets.items()},
+            "notes": list(spec.notes),
         }
         typer.echo(json.dumps(payload, indent=2))
         return
@@ -55,6 +56,8 @@ def models_command(
     for preset in sorted(spec.train_presets):
         settings = ", ".join(f"{k}={v}" for k, v in spec.train_presets[preset].items())
         out.print(f"--preset {preset} also sets: {settings}", highlight=False)
+    for note in spec.notes:
+        out.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

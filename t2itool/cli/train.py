@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import typer
 
@@ -27,7 +26,12 @@ def parse_gpus(value: str | None) -> list[int] | None:
 def train_command(
     model: str = typer.Argument(..., help="Model name (see `t2itool models`)."),
     data: str | None = typer.Option(None, "--data", help="Prepared HDF5 file from `t2itool prep`."),
-    damsm: str | None = typer.Option(None, "--damsm", help="DAMSM checkpoint from `t2itool pretrain-damsm`."),
+    damsm: str | None = typer.Option(
+        None, "--damsm", help="DAMSM checkpoint from `t2itool pretrain-damsm` (for --text damsm and DAMSM losses)."
+    ),
+    text: str | None = typer.Option(
+        None, "--text", help="Text source: damsm (the DAMSM encoder) or precomputed (prep --caption-features)."
+    ),
     out_dir: str | None = typer.Option(None, "--out", help="Parent folder of numbered run folders (default: runs)."),
     preset: str | None = typer.Option(None, "--preset", help="Paper settings: birds or coco."),
     config_file: str | None = typer.Option(None, "--config", help="TOML file: loop options, [model] table."),
@@ -42,6 +46,11 @@ def train_command(
     amp: str | None = typer.Option(None, "--amp", help="Mixed precision: none, bf16, fp16 (CUDA)."),
     channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last", help="Channels-last."),
     resume: str | None = typer.Option(None, "--resume", help="Run folder or state file to continue."),
+    init_from: str | None = typer.Option(
+        None,
+        "--init-from",
+        help="Start from another run's networks: RUN_OR_FILE[:net,src=dst.module] (e.g. STAGE1_RUN:generator).",
+    ),
     gpus: str | None = typer.Option(None, "--gpus", help="GPU ids, one process each: 0,1,2,3.", metavar="IDS"),
     nproc: int | None = typer.Option(None, "--nproc", help="CPU processes (gloo backend) (default: 1)."),
     workers: int | None = typer.Option(None, "--workers", help="DataLoader workers per process (default: 2)."),
@@ -49,32 +58,36 @@ def train_command(
     snapshot_every: int | None = typer.Option(None, "--snapshot-every", help="Steps between snapshots/states."),
     keep: int | None = typer.Option(None, "--keep", help="Keep the last K snapshots and states (0 = all)."),
     ema: float | None = typer.Option(None, "--ema", help="Generator EMA decay, e.g. 0.999 (0 = off)."),
+    eval_every: int | None = typer.Option(
+        None, "--eval-every", help="Steps between evaluations of the snapshot with --metrics (default: none)."
+    ),
+    metrics: str | None = typer.Option(
+        None, "--metrics", help="Comma-separated: fid, kid, is, r_precision, shapes_agreement (best-<metric>.pt kept)."
+    ),
+    eval_images: int | None = typer.Option(None, "--eval-images", help="Test captions per evaluation (default: 1000)."),
+    inception_weights: str | None = typer.Option(
+        None, "--inception-weights", help="TF-Inception weights file for fid/kid/is (default: torch hub cache)."
+    ),
 ) -> None:
     """Train MODEL on a prepared file with a pretrained DAMSM; writes a numbered run folder under --out."""
     from t2itool.training.config import resolve_config
-    from t2itool.training.loop import resume_model_config, run
+    from t2itool.training.loop import run
 
     gpu_ids = parse_gpus(gpus)
     if steps is not None and epochs is not None:
         raise T2IError("give --steps or --epochs, not both")
     flags = dict(
-        data=data, damsm=damsm, out=out_dir, preset=preset, epochs=epochs, steps=steps, batch_size=batch_size,
-        seed=seed, image_size=image_size, device=device, amp=amp, channels_last=channels_last, resume=resume,
-        gpus=gpu_ids, nproc=nproc, workers=workers, grid_every=grid_every, snapshot_every=snapshot_every, keep=keep,
-        ema=ema,
+        data=data, damsm=damsm, text=text, init_from=init_from, out=out_dir, preset=preset, epochs=epochs,
+        steps=steps, batch_size=batch_size, seed=seed, image_size=image_size, device=device, amp=amp,
+        channels_last=channels_last, resume=resume, gpus=gpu_ids, nproc=nproc, workers=workers, grid_every=grid_every,
+        snapshot_every=snapshot_every, keep=keep, ema=ema, eval_every=eval_every, eval_images=eval_images,
+        metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
+        inception_weights=inception_weights,
     )  # fmt: skip
-    base = resume_model_config(resume, model) if resume else None
-    config = resolve_config(
-        model, config_file=config_file, sets=parse_key_values(sets, "--set"), flags=flags, base_model_config=base
-    )
+    config = resolve_config(model, config_file=config_file, sets=parse_key_values(sets, "--set"), flags=flags)
     if dry_run:
         typer.echo(config.to_json())
         return
-    for flag, value in (("--data", config.data), ("--damsm", config.damsm)):
-        if not value:
-            raise T2IError(f"{flag} is required (or set it in --config)")
-        if not Path(value).is_file():
-            raise T2IError(f"{flag} {value}: no such file")
     result = run(config)
     if os.environ.get("RANK", "0") != "0":  # under torchrun every rank runs this command; rank 0 reports
         return

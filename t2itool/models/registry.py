@@ -1,13 +1,18 @@
 """The model registry: each GAN package registers one `ModelSpec`; `train`, `models` and `sample` look models up here.
 
 A spec says how to build the networks from a config dataclass, what the paper presets are, how one training step
-runs (`GANRecipe`), and how the generator turns noise and text into images (used by the sampler and sample grids).
+runs (`GANRecipe`), which noise streams the generator takes and how it turns noise and text into images (used by the
+sampler and sample grids). Importing `t2itool.models` registers the built-in models; a researcher's own models
+register from their modules, named in the T2ITOOL_PLUGINS environment variable (comma-separated module names),
+which every process imports before looking a model up.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+import importlib
+import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +20,10 @@ import torch
 
 from t2itool.encoders.features import TextFeatures
 from t2itool.errors import T2IError
+from t2itool.models.recipe import GANRecipe, ModelConfig
+from t2itool.noise import NoiseStream
+
+PLUGINS_ENV = "T2ITOOL_PLUGINS"
 
 
 @dataclass
@@ -41,15 +50,17 @@ class ModelSpec:
     name:          CLI name (`t2itool train NAME`), lower-case with dashes.
     summary:       one line for `t2itool models`.
     paper:         citation (authors, venue, year).
-    config_cls:    a dataclass; every field has a default and `metadata={"help": ...}`.
-    presets:       named overrides of config fields, at least "birds" and "coco" (paper settings).
-    recipe_cls:    the class the training loop drives (see t2itool.training); built as recipe_cls(config).
+    config_cls:    a `ModelConfig` subclass (t2itool/models/recipe.py); every field declared with `param(...)`.
+    presets:       named overrides of config fields, at least "birds" (paper settings; "coco" where the paper has it).
+    recipe_cls:    the `GANRecipe` subclass the training loop drives; built as recipe_cls(config).
     build_generator: config -> generator nn.Module (used alone by the sampler).
-    generate:      (generator, noise, text features) -> GeneratorOutput.
-    noise_dim:     config -> length of the noise vector per image.
+    generate:      (generator, noise {stream name: (B, dim)}, text features) -> GeneratorOutput.
+    noise:         config -> the generator's noise streams (t2itool/noise.py), e.g. [z 100, ca 100 untruncated].
     default_truncation: config -> truncation used for sampling by default (None = plain N(0, I)).
-    train_presets: per preset, the paper's training-loop settings (e.g. {"batch_size": 32, "epochs": 1301});
+    train_presets: per preset, the paper's training-loop settings (e.g. {"batch_size": 32, "epochs": 1300});
                    `t2itool train --preset` applies them unless the flags or the TOML file say otherwise.
+    notes:         lines shown by `t2itool models NAME`: deviations from the paper or its code, values the paper
+                   leaves open, and what t2itool chose.
     """
 
     name: str
@@ -59,10 +70,18 @@ class ModelSpec:
     presets: Mapping[str, Mapping[str, Any]]
     recipe_cls: type
     build_generator: Callable[[Any], torch.nn.Module]
-    generate: Callable[[torch.nn.Module, torch.Tensor, TextFeatures], GeneratorOutput]
-    noise_dim: Callable[[Any], int]
+    generate: Callable[[torch.nn.Module, dict[str, torch.Tensor], TextFeatures], GeneratorOutput]
+    noise: Callable[[Any], Sequence[NoiseStream]]
     default_truncation: Callable[[Any], float | None]
     train_presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    def noise_streams(self, config: Any) -> list[NoiseStream]:
+        streams = list(self.noise(config))
+        names = [s.name for s in streams]
+        if not streams or len(set(names)) != len(names):
+            raise ValueError(f"{self.name}: noise streams must be non-empty with unique names, got {names}")
+        return streams
 
     def make_config(self, preset: str | None = None, overrides: Mapping[str, Any] | None = None) -> Any:
         """Build the config: defaults, then the preset, then `overrides` (already typed values)."""
@@ -77,37 +96,51 @@ class ModelSpec:
         unknown = sorted(set(values) - valid)
         if unknown:
             raise T2IError(f"{self.name} has no config key {unknown[0]!r}; valid keys: {', '.join(sorted(valid))}")
-        return self.config_cls(**values)
+        try:
+            return self.config_cls(**values)
+        except (TypeError, ValueError) as exc:
+            raise T2IError(f"{self.name} config: {exc}") from None
 
 
 _MODELS: dict[str, ModelSpec] = {}
 
 
 def register_model(spec: ModelSpec) -> ModelSpec:
-    """Add a model; names are unique and the config must be a dataclass with presets for birds and coco."""
+    """Add a model: a unique name, a ModelConfig subclass, and a "birds" preset (other presets optional)."""
     if spec.name in _MODELS:
         raise ValueError(f"model {spec.name!r} is already registered")
-    if not dataclasses.is_dataclass(spec.config_cls):
-        raise TypeError(f"{spec.name}: config_cls must be a dataclass")
-    missing = {"birds", "coco"} - set(spec.presets)
-    if missing:
-        raise ValueError(f"{spec.name}: presets missing {sorted(missing)}")
+    if not (dataclasses.is_dataclass(spec.config_cls) and issubclass(spec.config_cls, ModelConfig)):
+        raise TypeError(f"{spec.name}: config_cls must be a dataclass subclassing t2itool.models.recipe.ModelConfig")
+    if not issubclass(spec.recipe_cls, GANRecipe):
+        raise TypeError(f"{spec.name}: recipe_cls must subclass t2itool.models.recipe.GANRecipe")
+    if "birds" not in spec.presets:
+        raise ValueError(f"{spec.name}: needs a 'birds' preset")
     _MODELS[spec.name] = spec
     return spec
 
 
-def _load_builtin_models() -> None:
-    # Importing t2itool.models imports every model package, each of which calls register_model.
-    import t2itool.models  # noqa: F401
+def load_plugins() -> None:
+    """Import the modules named in T2ITOOL_PLUGINS (each registers its models), once per process."""
+    for module in [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]:
+        if module in _LOADED_PLUGINS:
+            continue
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise T2IError(f"{PLUGINS_ENV}: cannot import model plugin {module!r} ({exc})") from None
+        _LOADED_PLUGINS.add(module)
+
+
+_LOADED_PLUGINS: set[str] = set()
 
 
 def list_models() -> list[str]:
-    _load_builtin_models()
+    load_plugins()
     return sorted(_MODELS)
 
 
 def get_model(name: str) -> ModelSpec:
-    _load_builtin_models()
+    load_plugins()
     if name not in _MODELS:
         raise T2IError(f"unknown model {name!r}; registered models: {', '.join(sorted(_MODELS))}")
     return _MODELS[name]

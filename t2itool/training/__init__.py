@@ -1,21 +1,11 @@
-"""The one training loop and its parts: recipe interface, checkpoints, EMA, distributed helpers, statistics.
+"""The one training loop and its parts: config resolution, preflight checks, checkpoints, EMA, distributed helpers,
+cross-process batch norm, statistics. The recipe interface models implement lives in `t2itool.models.recipe`.
 
-`t2itool.training.train(...)` runs a model; `t2itool.training.recipe` is what model packages implement.
+`t2itool.training.train(...)` runs a model; `load_snapshot(...)` reads what it leaves behind.
 """
 
-from __future__ import annotations
+from t2itool.training.checkpoint import Snapshot, load_snapshot
+from t2itool.training.config import TrainConfig
+from t2itool.training.loop import TrainResult, train
 
-from typing import Any
-
-
-def __getattr__(name: str) -> Any:
-    # Lazy: model packages import t2itool.training.recipe, which must not pull in the loop (and the registry).
-    if name in ("train", "TrainConfig", "TrainResult"):
-        from t2itool.training import loop
-
-        return getattr(loop, name)
-    if name in ("load_snapshot", "Snapshot"):
-        from t2itool.training import checkpoint
-
-        return getattr(checkpoint, name)
-    raise AttributeError(name)
+__all__ = ["Snapshot", "TrainConfig", "TrainResult", "load_snapshot", "train"]

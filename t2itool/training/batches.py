@@ -2,7 +2,9 @@
 
 The order is a function of (seed, epoch) alone: each epoch is one permutation cut into global batches of
 batch_size x world_size (last partial batch dropped); process r takes slice r of every global batch. So a step's
-samples do not depend on the number of processes or workers, and resuming at step N needs only N.
+samples do not depend on the number of processes or workers, and resuming at step N needs only N. A recipe that
+splits its batch into k parts (`GANRecipe.sub_batches`, e.g. XMC-GAN's discriminator steps) gets global batches cut
+into k sub-batches first, each sharded the same way, so part j of every process together is global sub-batch j.
 """
 
 from __future__ import annotations
@@ -14,28 +16,44 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, default_collate
 
-from t2itool.data.dataset import to_signed
+from t2itool.data.dataset import CaptionDataset, to_signed
+from t2itool.data.store import Store
+from t2itool.encoders.features import TextFeatures
 from t2itool.errors import T2IError
-from t2itool.training.recipe import Batch, sample_seed
+from t2itool.models.recipe import Batch, GANRecipe
+from t2itool.noise import row_seed
 
 
-def open_data(path: str, recipe: Any, seed: int) -> tuple[Any, Any]:
-    """(Store, training CaptionDataset) with the sizes, caption length and pairing the recipe asks for."""
-    from t2itool.data.dataset import CaptionDataset
-    from t2itool.data.store import Store
-
+def open_data(path: str, recipe: GANRecipe, seed: int, text_kind: str) -> tuple[Store, CaptionDataset]:
+    """(Store, training CaptionDataset) with the sizes, caption length, pairing and text features the recipe needs."""
     store = Store(path)
+    precomputed = text_kind == "precomputed"
     dataset = CaptionDataset(
         path,
         "train",
         image_sizes=tuple(recipe.image_sizes()),
         max_words=recipe.max_words(),
         augment=True,
-        pair=recipe.pair,
+        pair_same_probability=recipe.pair_same_probability(),
+        text_features=precomputed,
+        features_average=recipe.features_average() if precomputed else 1,
         seed=seed,
         uint8=True,  # a quarter of the bytes from workers and to the device; `batches` converts on the device
     )
     return store, dataset
+
+
+def _features(items: dict[str, Any], suffix: str = "") -> TextFeatures | None:
+    """Precomputed caption features of a collated batch (`suffix` "2": the paired caption), or None."""
+    sentence = items.get(f"sentence_features{suffix}")
+    if sentence is None:
+        return None
+    words = items.get(f"word_features{suffix}")
+    if words is None:
+        return TextFeatures(None, sentence)
+    lengths = items[f"word_length{suffix}"].to(torch.int64).clamp_min(1)
+    mask = torch.arange(words.shape[1])[None, :] >= lengths[:, None]
+    return TextFeatures(words.transpose(1, 2), sentence, mask, lengths)
 
 
 def to_batch(items: dict[str, Any], positions: torch.Tensor, global_size: int) -> Batch:
@@ -49,8 +67,10 @@ def to_batch(items: dict[str, Any], positions: torch.Tensor, global_size: int) -
         caption_indices=items["caption_index"],
         positions=positions,
         global_size=global_size,
+        text=_features(items),
         tokens2=items.get("tokens2"),
         lengths2=items.get("length2"),
+        text2=_features(items, "2"),
         pair_label=items.get("pair_label"),
     )
 
@@ -58,10 +78,15 @@ def to_batch(items: dict[str, Any], positions: torch.Tensor, global_size: int) -
 class ShardedBatches:
     """The global data order and this process's share of it."""
 
-    def __init__(self, num_items: int, batch_size: int, world_size: int, rank: int, seed: int) -> None:
+    def __init__(
+        self, num_items: int, batch_size: int, world_size: int, rank: int, seed: int, sub_batches: int = 1
+    ) -> None:
         self.num_items, self.batch_size, self.world_size, self.rank, self.seed = (
             num_items, batch_size, world_size, rank, seed,
         )  # fmt: skip
+        if sub_batches < 1 or batch_size % sub_batches:
+            raise T2IError(f"--batch-size {batch_size}: the model splits each batch into {sub_batches} equal parts")
+        self.sub_batches = sub_batches
         self.global_batch = batch_size * world_size
         self.steps_per_epoch = num_items // self.global_batch
         if self.steps_per_epoch == 0:
@@ -71,12 +96,17 @@ class ShardedBatches:
             )
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(sample_seed(self.seed, epoch, -1, 1))
+        generator = torch.Generator().manual_seed(row_seed(self.seed, epoch, -1, 1))
         return torch.randperm(self.num_items, generator=generator)
 
+    def positions(self) -> torch.Tensor:
+        """Global positions of this process's rows: part j, row i -> j * G/k + rank * B/k + i."""
+        part, sub_global = self.batch_size // self.sub_batches, self.global_batch // self.sub_batches
+        rows = torch.arange(part) + self.rank * part
+        return torch.cat([rows + j * sub_global for j in range(self.sub_batches)])
+
     def indices(self, order: torch.Tensor, batch_index: int) -> list[int]:
-        start = batch_index * self.global_batch + self.rank * self.batch_size
-        return order[start : start + self.batch_size].tolist()
+        return order[batch_index * self.global_batch + self.positions()].tolist()
 
     def batches(
         self, dataset: Any, *, start_step: int, total_steps: int, workers: int, device: torch.device
@@ -86,7 +116,7 @@ class ShardedBatches:
         One DataLoader serves the whole run (workers prefetch across epoch boundaries): each index carries its epoch,
         and the worker's copy of the dataset is switched with `set_epoch` when the epoch changes.
         """
-        positions = torch.arange(self.batch_size) + self.rank * self.batch_size
+        positions = self.positions()
         loader = DataLoader(
             _EpochItems(dataset),
             batch_sampler=_StepIndices(self, start_step, total_steps),
@@ -138,7 +168,7 @@ class _EpochItems(torch.utils.data.Dataset):
 class GridCaptions:
     """A fixed caption set for sample grids: evenly spaced test images (train if no test split), first caption."""
 
-    def __init__(self, store: Any, count: int, max_words: int) -> None:
+    def __init__(self, store: Store, count: int, max_words: int) -> None:
         images = np.arange(0)
         for split in ("test", "train"):
             try:
@@ -153,8 +183,10 @@ class GridCaptions:
         tokens = torch.zeros(len(picks), max_words, dtype=torch.int64)
         lengths = torch.ones(len(picks), dtype=torch.int64)
         self.texts: list[str] = []
+        self.caption_indices: list[int] = []
         for row, image in enumerate(picks.tolist()):
             caption = store.caption_indices(int(image))[0]
+            self.caption_indices.append(int(caption))
             ids = torch.as_tensor(np.asarray(store.caption_tokens(caption)), dtype=torch.int64)
             ids = ids[ids != 0][:max_words]
             tokens[row, : len(ids)] = ids

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +15,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from t2itool import sampling
 from t2itool.data.text import Vocabulary
+from t2itool.encoders.kinds import TextSource
 from t2itool.errors import T2IError
 from t2itool.fileio import atomic_torch_save, atomic_write_json, load_checkpoint, sha256_file
+from t2itool.models import ModelSpec, get_model
 
 SNAPSHOT_FORMAT = "t2itool-snapshot"
 STATE_FORMAT = "t2itool-state"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the text source ("text": damsm or precomputed) replaced top-level text_encoder entries
 
 
 # --- run folders -----------------------------------------------------------------------------------------------
@@ -83,13 +86,16 @@ def save_snapshot(
     model: str,
     config: Any,
     generator: nn.Module,
-    text_encoder: nn.Module,
+    text: TextSource,
     vocab_words: list[str],
     vocab_sha256: str,
     step: int,
     data: dict,
     ema: bool,
+    extra: dict[str, Any] | None = None,
 ) -> None:
+    """Write the inference snapshot: the generator (EMA weights when `ema`), its text source (with the DAMSM encoder's
+    weights, fine-tuned or not), the vocabulary and where the data came from."""
     atomic_torch_save(
         {
             "format": SNAPSHOT_FORMAT,
@@ -98,13 +104,13 @@ def save_snapshot(
             "config": dataclasses.asdict(config),
             "generator": {k: v.detach().cpu() for k, v in generator.state_dict().items()},
             "generator_is_ema": bool(ema),
-            "text_encoder": {k: v.detach().cpu() for k, v in text_encoder.state_dict().items()},
-            "text_encoder_config": dict(text_encoder.config()),
+            "text": text.record(with_weights=True),
             "vocab": list(vocab_words),
             "vocab_sha256": vocab_sha256,
             "step": int(step),
             "image_size": int(config.image_size),
             "data": dict(data),
+            **(extra or {}),
         },
         path,
     )
@@ -115,10 +121,10 @@ class Snapshot:
     """A loaded snapshot: ready-to-sample networks (eval mode, on `device`) and their metadata."""
 
     path: Path
-    spec: Any
+    spec: ModelSpec
     config: Any
     generator: nn.Module
-    text_encoder: nn.Module
+    text: TextSource
     vocab: Vocabulary
     vocab_words: list[str]
     vocab_sha256: str
@@ -127,13 +133,47 @@ class Snapshot:
     image_size: int
     data: dict
     generator_is_ema: bool
+    origin: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def text_encoder(self) -> nn.Module | None:
+        """The DAMSM text encoder (None for precomputed features)."""
+        return self.text.encoder
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Snapshot:
+        """A snapshot file, or the newest snapshot of a run folder (same as `load_snapshot`)."""
+        return load_snapshot(path, device)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        texts: str | list[str],
+        seeds: int | list[int] = 0,
+        truncation: float | None | str = "default",
+        batch_size: int = 16,
+    ) -> torch.Tensor:
+        """Images (N, 3, H, W) in [-1, 1] for captions and seeds, for notebooks: one image per (text, seed) pair when
+        `seeds` is a list as long as `texts`, else every text with the one seed. The same pixels `t2itool sample`
+        writes for that caption and seed (the caption's position in `texts` keys its noise, as in `sample --text`)."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        seed_list = seeds if isinstance(seeds, list) else [int(seeds)] * len(texts)
+        if len(seed_list) != len(texts):
+            raise T2IError(f"{len(texts)} texts but {len(seed_list)} seeds: give one seed, or one per text")
+        prompts = sampling.prompts_from_texts(texts, self.vocab)
+        jobs = [sampling.Job(prompt, seed) for prompt, seed in zip(prompts, seed_list, strict=True)]
+        return sampling.generate_images(self, jobs, truncation=truncation, batch_size=batch_size)
+
+
+def _text_record(obj: dict[str, Any]) -> dict[str, Any]:
+    if "text" in obj:
+        return obj["text"]
+    # Format 1 snapshots kept the DAMSM encoder at the top level.
+    return {"kind": "damsm", "encoder_config": obj["text_encoder_config"], "encoder": obj["text_encoder"]}
 
 
 def load_snapshot(path: str | Path, device: str | torch.device = "cpu") -> Snapshot:
-    """Load a snapshot file, or the newest snapshot of a run folder; rebuilds the generator and text encoder."""
-    from t2itool.encoders import TextEncoder
-    from t2itool.models.registry import get_model
-
+    """Load a snapshot file, or the newest snapshot of a run folder; rebuilds the generator and its text source."""
     file = latest(path, "snapshots", "snapshot", "snapshot")
     obj = load_checkpoint(file, "t2itool snapshot")
     if obj.get("format") != SNAPSHOT_FORMAT:
@@ -143,15 +183,19 @@ def load_snapshot(path: str | Path, device: str | torch.device = "cpu") -> Snaps
     spec = get_model(obj["model"])
     config = spec.make_config(None, obj["config"])
     generator = spec.build_generator(config)
-    generator.load_state_dict(obj["generator"])
-    text_encoder = TextEncoder.from_config(obj["text_encoder_config"])
-    text_encoder.load_state_dict(obj["text_encoder"])
+    try:
+        generator.load_state_dict(obj["generator"])
+        text = TextSource.from_record(_text_record(obj))
+    except RuntimeError as exc:
+        raise T2IError(f"{file}: weights do not fit the recorded config ({_first_line(exc)})") from exc
+    if text.encoder is not None:
+        text.encoder.to(device).eval().requires_grad_(False)
     return Snapshot(
         path=file,
         spec=spec,
         config=config,
         generator=generator.to(device).eval().requires_grad_(False),
-        text_encoder=text_encoder.to(device).eval().requires_grad_(False),
+        text=text,
         vocab=Vocabulary(obj["vocab"]),
         vocab_words=list(obj["vocab"]),
         vocab_sha256=obj["vocab_sha256"],
@@ -160,7 +204,13 @@ def load_snapshot(path: str | Path, device: str | torch.device = "cpu") -> Snaps
         image_size=int(obj["image_size"]),
         data=dict(obj.get("data", {})),
         generator_is_ema=bool(obj.get("generator_is_ema", False)),
+        origin=dict(obj.get("origin", {})),
     )
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 # --- state (resume) --------------------------------------------------------------------------------------------
@@ -214,3 +264,86 @@ def load_state(path: str | Path) -> tuple[Path, dict[str, Any]]:
     if obj.get("format") != STATE_FORMAT:
         raise T2IError(f"{file}: not a t2itool resume state (format {obj.get('format')!r}); --resume needs states/")
     return file, obj
+
+
+# --- networks from another run (--init-from) and structure checks ----------------------------------------------
+
+
+def module_at(nets: dict[str, nn.Module], target: str) -> nn.Module:
+    """The network `net` or its sub-module `net.sub.module` (a dotted path), or a T2IError naming what exists."""
+    name, _, sub = target.partition(".")
+    if name not in nets:
+        raise T2IError(f"no network {name!r} in this model (it has {', '.join(nets)})")
+    try:
+        return nets[name].get_submodule(sub) if sub else nets[name]
+    except AttributeError:
+        raise T2IError(f"network {name!r} has no sub-module {sub!r}") from None
+
+
+def state_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str | None:
+    """The first difference between two state dicts' names and shapes, in words, or None when they fit."""
+    for key, value in expected.items():
+        if key not in found:
+            return f"{key} is missing"
+        if tuple(found[key].shape) != tuple(value.shape):
+            return f"{key} has shape {tuple(found[key].shape)}, expected {tuple(value.shape)}"
+    extra = [key for key in found if key not in expected]
+    return f"unexpected {extra[0]}" if extra else None
+
+
+def read_networks(path: str | Path) -> tuple[Path, dict[str, dict[str, torch.Tensor]]]:
+    """The networks a state holds (all of them) or a snapshot holds (its generator); a run folder gives its newest
+    state, or its newest snapshot when it has no states."""
+    path = Path(path)
+    if path.is_dir():
+        has_states = (path / "states").is_dir() and _numbered(path / "states", "state")
+        path = latest(path, "states", "state", "state") if has_states else latest(path, "snapshots", "snapshot", "")
+    obj = load_checkpoint(path, "t2itool resume state or snapshot")
+    if obj.get("format") == STATE_FORMAT:
+        return path, dict(obj["nets"])
+    if obj.get("format") == SNAPSHOT_FORMAT:
+        return path, {"generator": obj["generator"]}
+    raise T2IError(f"{path}: neither a t2itool resume state nor a snapshot")
+
+
+def parse_init_from(value: str) -> tuple[str, list[tuple[str, str | None]]]:
+    """'RUN_OR_FILE[:net1,net2=dst.sub]' -> (path, [(source net, target or None = the recipe's default)])."""
+    path, sep, names = value.rpartition(":")
+    if not sep or "/" in names or not names.strip():
+        return value, []
+    pairs: list[tuple[str, str | None]] = []
+    for part in names.split(","):
+        source, eq, target = (x.strip() for x in part.partition("="))
+        if not source or (eq and not target):
+            raise T2IError(f"--init-from {value}: expected RUN_OR_FILE[:net,net=target.module]")
+        pairs.append((source, target or None))
+    return path, pairs
+
+
+def load_init_from(
+    value: str, nets: dict[str, nn.Module], default_targets: dict[str, str], load: bool = True
+) -> list[str]:
+    """Load networks named in `--init-from` into `nets` (shapes checked first; `load=False` checks only); returns
+    'source -> target' lines. Without names, every source network whose target exists in this model is loaded."""
+    path, pairs = parse_init_from(value)
+    file, available = read_networks(path)
+    if not pairs:
+        pairs = [(name, None) for name in available if default_targets.get(name, name).partition(".")[0] in nets]
+        if not pairs:
+            raise T2IError(f"--init-from {file}: none of its networks ({', '.join(available)}) exists in this model")
+    loaded = []
+    for source, target in pairs:
+        if source not in available:
+            raise T2IError(f"--init-from {file}: no network {source!r} in it (it has {', '.join(available)})")
+        target = target or default_targets.get(source, source)
+        try:
+            module = module_at(nets, target)
+        except T2IError as exc:
+            raise T2IError(f"--init-from {file}:{source}: {exc}") from None
+        problem = state_mismatch(module.state_dict(), available[source])
+        if problem:
+            raise T2IError(f"--init-from {file}:{source} does not fit {target}: {problem}")
+        if load:
+            module.load_state_dict(available[source])
+        loaded.append(f"{source} -> {target}")
+    return loaded

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import tomllib
 import types
 import typing
@@ -15,7 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from t2itool.encoders.kinds import TEXT_KINDS
 from t2itool.errors import T2IError
+from t2itool.models import get_model
+from t2itool.training.checkpoint import load_state
 
 AMP_MODES = ("none", "bf16", "fp16")
 
@@ -27,6 +31,7 @@ class TrainConfig:
     model: str = field(default="dfgan", metadata={"help": "registered model name"})
     data: str = field(default="", metadata={"help": "prepared HDF5 file (t2itool prep)"})
     damsm: str = field(default="", metadata={"help": "DAMSM checkpoint (t2itool pretrain-damsm)"})
+    text: str = field(default="damsm", metadata={"help": "text source: damsm (encoder) or precomputed (data file)"})
     out: str = field(default="runs", metadata={"help": "parent folder of the numbered run folders"})
     preset: str | None = field(default=None, metadata={"help": "paper preset: birds or coco"})
     model_config: dict[str, Any] = field(default_factory=dict, metadata={"help": "resolved model config"})
@@ -38,6 +43,9 @@ class TrainConfig:
     amp: str = field(default="none", metadata={"help": "mixed precision: none, bf16, fp16 (CUDA only)"})
     channels_last: bool = field(default=False, metadata={"help": "channels-last memory format for networks/images"})
     resume: str | None = field(default=None, metadata={"help": "state file or run folder to continue"})
+    init_from: str | None = field(
+        default=None, metadata={"help": "RUN_OR_FILE[:net,src=dst.sub]: networks loaded from another run at step 0"}
+    )
     gpus: list[int] | None = field(default=None, metadata={"help": "GPU ids, one process each"})
     nproc: int = field(default=1, metadata={"help": "CPU processes (gloo) when no --gpus"})
     workers: int = field(default=2, metadata={"help": "DataLoader worker processes per training process"})
@@ -47,6 +55,14 @@ class TrainConfig:
     keep: int = field(default=3, metadata={"help": "keep the last K snapshots and states (0 = all)"})
     ema: float | None = field(default=None, metadata={"help": "generator EMA decay (0 = off; default: model's)"})
     status_every: int = field(default=10, metadata={"help": "steps between console/stats.jsonl lines"})
+    eval_every: int = field(default=0, metadata={"help": "steps between evaluations with --metrics (0 = none)"})
+    metrics: list[str] = field(
+        default_factory=list, metadata={"help": "evaluated every --eval-every steps: fid, kid, is, r_precision, ..."}
+    )
+    eval_images: int = field(default=1000, metadata={"help": "test captions sampled per evaluation (fixed, seeded)"})
+    inception_weights: str | None = field(
+        default=None, metadata={"help": "TF-Inception weights file for fid/kid/is (default: the torch hub cache)"}
+    )
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -131,27 +147,30 @@ def resolve_config(
     config_file: str | None = None,
     sets: dict[str, str] | None = None,
     flags: dict[str, Any] | None = None,
-    base_model_config: dict[str, Any] | None = None,
 ) -> TrainConfig:
     """Build the run's TrainConfig. `flags` holds only options the user gave (None = not given).
 
-    `base_model_config` (from a resume state) replaces defaults + preset for the model config.
+    With `resume` among the flags, the resumed run's config.json is the lowest layer of the loop options (data,
+    DAMSM, batch, out = beside that run, ...) and the state's model config replaces defaults and preset, so
+    `--resume RUN --steps N` alone continues a run; anything given explicitly still wins.
     """
-    from t2itool.models.registry import get_model
-
     spec = get_model(model)
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    base_train, base_model_config = resumed_options(flags["resume"], model) if "resume" in flags else ({}, None)
     file_train, file_model = read_toml(config_file) if config_file else ({}, {})
     file_train = parse_overrides(TrainConfig, file_train, f"--config {config_file}:")
     file_model = parse_overrides(spec.config_cls, file_model, f"--config {config_file}: [model]")
     set_model = parse_overrides(spec.config_cls, dict(sets or {}), "--set")
-    preset = flags.get("preset", file_train.get("preset", preset))
+    preset = flags.get("preset", file_train.get("preset", base_train.get("preset", preset)))
     if preset is not None and preset not in spec.presets:
         raise T2IError(f"--preset {preset!r}: {model} has presets {', '.join(sorted(spec.presets))}")
 
     # Loop options: defaults < preset < file < flags; steps and epochs given at one level replace the other.
     train: dict[str, Any] = {}
-    for layer in (dict(spec.train_presets.get(preset, {})) if preset else {}, file_train, flags):
+    # A resumed run keeps its recorded settings; its preset's loop values apply again only if given again.
+    explicit_preset = "preset" in flags or "preset" in file_train
+    preset_layer = dict(spec.train_presets.get(preset, {})) if preset and (explicit_preset or not base_train) else {}
+    for layer in (base_train, preset_layer, file_train, flags):
         if "steps" in layer and "epochs" in layer:
             raise T2IError("give --steps or --epochs, not both")
         if "steps" in layer:
@@ -171,10 +190,7 @@ def resolve_config(
     model_values.update(set_model)
     if image_size is not None:
         model_values["image_size"] = int(image_size)
-    try:
-        model_config = spec.make_config(None, model_values)
-    except (TypeError, ValueError) as exc:
-        raise T2IError(f"{model} config: {exc}") from None
+    model_config = spec.make_config(None, model_values)
     train["model_config"] = dataclasses.asdict(model_config)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(train) - known)
@@ -185,8 +201,36 @@ def resolve_config(
     return config
 
 
+# Loop options a resumed run takes over from its run folder's config.json unless given again.
+RESUMED_OPTIONS = (
+    "data", "damsm", "text", "preset", "steps", "epochs", "batch_size", "seed", "device", "amp", "channels_last",
+    "gpus", "nproc", "workers", "grid_every", "grid_size", "snapshot_every", "keep", "ema", "status_every",
+    "eval_every", "metrics", "eval_images", "inception_weights",
+)  # fmt: skip
+
+
+def resumed_options(resume: str, model: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(loop options from the resumed run's config.json + out beside it, the state's model config)."""
+    path, state = load_state(resume)
+    if state["model"] != model:
+        raise T2IError(f"--resume {path}: the state is for model {state['model']!r}, not {model!r}")
+    run_dir = path.parent.parent
+    options: dict[str, Any] = {}
+    config_json = run_dir / "config.json"
+    if path.parent.name == "states" and config_json.is_file():
+        try:
+            recorded = json.loads(config_json.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise T2IError(f"--resume: cannot read {config_json} ({exc}); give --data and --damsm again") from None
+        options = {key: recorded[key] for key in RESUMED_OPTIONS if recorded.get(key) is not None}
+        options["out"] = str(run_dir.parent)
+    return options, dict(state["model_config"])
+
+
 def validate(config: TrainConfig) -> None:
     """Checks that need no files: value ranges and combinations, with messages naming the flag."""
+    if config.text not in TEXT_KINDS:
+        raise T2IError(f"--text {config.text!r}: expected one of {', '.join(TEXT_KINDS)}")
     if config.amp not in AMP_MODES:
         raise T2IError(f"--amp {config.amp!r}: expected one of {', '.join(AMP_MODES)}")
     if config.batch_size < 1:
@@ -201,15 +245,24 @@ def validate(config: TrainConfig) -> None:
         raise T2IError("--gpus and --nproc are exclusive (--gpus starts one process per GPU)")
     if config.ema is not None and not 0.0 <= config.ema < 1.0:
         raise T2IError(f"--ema {config.ema}: expected a decay in [0, 1)")
+    if config.eval_every < 0:
+        raise T2IError(f"--eval-every {config.eval_every}: must be >= 0")
+    if config.eval_every and not config.metrics:
+        raise T2IError("--eval-every needs --metrics (e.g. --metrics r_precision,fid)")
+    if config.metrics and not config.eval_every:
+        raise T2IError("--metrics needs --eval-every N (steps between evaluations)")
+    if config.eval_images < 1:
+        raise T2IError(f"--eval-images {config.eval_images}: must be >= 1")
     if config.keep < 0:
         raise T2IError(f"--keep {config.keep}: must be >= 0")
 
 
 def run_name(config: TrainConfig, world_size: int) -> str:
-    """Run folder name without the number: `dfgan-birds-64px-batch8[-gpus4]`."""
+    """Run folder name without the number: model, data file stem, size, batch: `dfgan-birds-64px-batch8[-gpus4]`."""
     parts = [config.model]
-    if config.preset:
-        parts.append(config.preset)
+    stem = re.sub(r"[^A-Za-z0-9_.]+", "_", Path(config.data).stem) if config.data else ""
+    if stem:
+        parts.append(stem)
     parts += [f"{config.model_config.get('image_size', 0)}px", f"batch{config.batch_size}"]
     if config.gpus:
         parts.append(f"gpus{len(config.gpus)}")

@@ -130,10 +130,19 @@ def launch(fn: Callable[..., Any], args: tuple, nproc: int) -> Any:
     # Ctrl-C reaches the workers too (same process group); they agree on stopping and save a state themselves,
     # so the launcher waits for them instead of tearing them down.
     previous = signal.signal(signal.SIGINT, lambda *_: None)
+    workers = mp.start_processes(
+        _spawn_entry, args=(nproc, free_port(), fn, args, queue), nprocs=nproc, join=False, start_method="spawn"
+    )
+
+    def forward_term(*_: Any) -> None:  # `kill LAUNCHER`: the workers save a state and stop, as for Ctrl-C
+        for process in workers.processes:
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+
+    previous_term = signal.signal(signal.SIGTERM, forward_term)
     try:
-        mp.start_processes(
-            _spawn_entry, args=(nproc, free_port(), fn, args, queue), nprocs=nproc, join=True, start_method="spawn"
-        )
+        while not workers.join():
+            pass
     except mp.ProcessRaisedException as exc:
         messages = _drain(queue)
         errors = [m for _, status, m in messages if status == "error"]
@@ -142,6 +151,7 @@ def launch(fn: Callable[..., Any], args: tuple, nproc: int) -> Any:
         raise RuntimeError(f"a training process failed: {str(exc).strip().splitlines()[-1]}") from exc
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, previous_term)
     messages = _drain(queue)
     errors = [m for _, status, m in messages if status == "error"]
     if errors:

@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 
 import torch
 from torch import nn
 
 
 class EMA:
-    """avg <- beta * avg + (1 - beta) * param after every step; buffers are copied. The copy is kept in eval mode."""
+    """avg <- beta * avg + (1 - beta) * param after every step; buffers are copied; parameters under a `frozen`
+    prefix (sub-modules that never train, e.g. StackGAN stage II's stage-I generator) are copied, not averaged.
+    The copy is kept in eval mode."""
 
-    def __init__(self, module: nn.Module, beta: float) -> None:
+    def __init__(self, module: nn.Module, beta: float, frozen: Iterable[str] = ()) -> None:
         self.beta = float(beta)
         self.module = copy.deepcopy(module).eval().requires_grad_(False)
+        prefixes = tuple(f"{prefix}." for prefix in frozen)
+        self._averaged = [not name.startswith(prefixes) for name, _ in module.named_parameters()]
 
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
-        for avg, param in zip(self.module.parameters(), module.parameters(), strict=True):
-            avg.lerp_(param.detach(), 1.0 - self.beta)
+        pairs = zip(self.module.parameters(), module.parameters(), self._averaged, strict=True)
+        for avg, param, averaged in pairs:
+            if averaged:
+                avg.lerp_(param.detach(), 1.0 - self.beta)
+            else:
+                avg.copy_(param.detach())
         for avg, buf in zip(self.module.buffers(), module.buffers(), strict=True):
             avg.copy_(buf)
 

@@ -59,10 +59,12 @@ class StatsWriter:
 
             self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"))
 
-    def write(self, step: int, record: dict[str, float | int]) -> None:
+    def write(self, step: int, record: dict[str, float | int], jsonl: bool = True) -> None:
+        """Console line and TensorBoard scalars of `record`; also a stats.jsonl line unless `jsonl` is false."""
         if not self.enabled:
             return
-        append_jsonl(self.jsonl, {"step": step, **record})
+        if jsonl:
+            append_jsonl(self.jsonl, {"step": step, **record})
         fields = []
         for name, value in record.items():
             if isinstance(value, float):
@@ -80,18 +82,6 @@ class StatsWriter:
             self.tensorboard.close()
 
 
-def truncated_noise(generator: torch.Generator, dim: int, truncation: float | None) -> torch.Tensor:
-    """One noise vector: N(0, I), or truncnorm(-2, 2) * truncation (DF-GAN's sampling noise) by resampling."""
-    z = torch.randn(dim, generator=generator)
-    if truncation is None:
-        return z
-    while True:
-        outside = z.abs() > 2.0
-        if not outside.any():
-            return z * truncation
-        z[outside] = torch.randn(int(outside.sum()), generator=generator)
-
-
 def save_grid(images: torch.Tensor, captions: list[str], path: Path, columns: int) -> None:
     """Write `images` ((N, 3, H, W) in [-1, 1], one row per caption) as a PNG and the captions beside it (.txt)."""
     from torchvision.utils import save_image
@@ -103,16 +93,7 @@ def save_grid(images: torch.Tensor, captions: list[str], path: Path, columns: in
 
 
 @torch.no_grad()
-def render_grid(
-    generate: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-    tokens: torch.Tensor,
-    lengths: torch.Tensor,
-    noise: torch.Tensor,
-    chunk: int = 16,
-) -> torch.Tensor:
-    """Run `generate(noise, tokens, lengths) -> images` over fixed (caption, noise) rows in chunks."""
-    parts = []
-    for start in range(0, noise.shape[0], chunk):
-        sl = slice(start, start + chunk)
-        parts.append(generate(noise[sl], tokens[sl], lengths[sl]).float().cpu())
+def render_grid(generate: Callable[[slice], torch.Tensor], count: int, chunk: int = 16) -> torch.Tensor:
+    """Images of the grid's `count` fixed (caption, noise) cells: `generate(rows)` for consecutive slices of rows."""
+    parts = [generate(slice(start, min(start + chunk, count))).float().cpu() for start in range(0, count, chunk)]
     return torch.cat(parts)

@@ -5,18 +5,22 @@ Registers the model spec: config, paper presets (birds/coco), recipe, generator 
 
 from __future__ import annotations
 
+import torch
+
+from t2itool.encoders.features import TextFeatures
 from t2itool.models.dfgan.config import DFGANConfig
 from t2itool.models.dfgan.networks import NetD, NetG, build_head
 from t2itool.models.dfgan.recipe import DFGANRecipe
 from t2itool.models.registry import GeneratorOutput, ModelSpec, register_model
+from t2itool.noise import NoiseStream
 
 
 def build_generator(config: DFGANConfig) -> NetG:
     return NetG(config.ngf, config.noise_dim, config.cond_dim, config.image_size)
 
 
-def generate(generator: NetG, noise, text) -> GeneratorOutput:
-    return GeneratorOutput(images=[generator(noise, text.sentence)])
+def generate(generator: NetG, noise: dict[str, torch.Tensor], text: TextFeatures) -> GeneratorOutput:
+    return GeneratorOutput(images=[generator(noise["z"], text.sentence)])
 
 
 SPEC = register_model(
@@ -30,7 +34,7 @@ SPEC = register_model(
         recipe_cls=DFGANRecipe,
         build_generator=build_generator,
         generate=generate,
-        noise_dim=lambda config: config.noise_dim,
+        noise=lambda config: [NoiseStream("z", config.noise_dim)],
         default_truncation=lambda config: config.truncation,
     )
 )

@@ -17,8 +17,8 @@ from t2itool.models.blocks import ConditionalHead, DownBlock
 
 def channel_pairs(image_size: int) -> list[tuple[int, int]]:
     """(in, out) channel multipliers of G's blocks from 4x4 up to `image_size` (reverse them for D)."""
-    if image_size < 8 or image_size & (image_size - 1):
-        raise ValueError(f"image_size must be a power of two >= 8, got {image_size}")
+    if image_size < 32 or image_size & (image_size - 1):
+        raise ValueError(f"image_size must be a power of two >= 32, got {image_size}")
     layer_num = int(math.log2(image_size)) - 1
     mults = [min(2**i, 8) for i in range(layer_num)][::-1]
     return list(zip(mults[:-1], mults[1:], strict=True))

@@ -12,15 +12,16 @@ from t2itool.models.dfgan_ssacn.config import SSAGANConfig
 from t2itool.models.dfgan_ssacn.networks import NetD, NetG, build_head
 from t2itool.models.dfgan_ssacn.recipe import SSAGANRecipe
 from t2itool.models.registry import GeneratorOutput, ModelSpec, register_model
+from t2itool.noise import NoiseStream
 
 
 def build_generator(config: SSAGANConfig) -> NetG:
     return NetG(config.ngf, config.noise_dim, config.cond_dim, config.image_size, config.mask_hidden)
 
 
-def generate(generator: NetG, noise: torch.Tensor, text: TextFeatures) -> GeneratorOutput:
+def generate(generator: NetG, noise: dict[str, torch.Tensor], text: TextFeatures) -> GeneratorOutput:
     """One image per row and its masks, smallest first: {"mask": [(B,1,4,4), ..., (B,1,S,S)]}."""
-    image, masks = generator(noise, text.sentence)
+    image, masks = generator(noise["z"], text.sentence)
     return GeneratorOutput(images=[image], maps={"mask": masks})
 
 
@@ -35,7 +36,7 @@ SPEC = register_model(
         recipe_cls=SSAGANRecipe,
         build_generator=build_generator,
         generate=generate,
-        noise_dim=lambda config: config.noise_dim,
+        noise=lambda config: [NoiseStream("z", config.noise_dim)],
         default_truncation=lambda config: config.truncation,
     )
 )

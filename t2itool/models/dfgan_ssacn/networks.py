@@ -17,8 +17,8 @@ from t2itool.models.blocks import ConditionalHead, DownBlock
 
 
 def _check_size(image_size: int) -> int:
-    if image_size < 8 or image_size & (image_size - 1):
-        raise ValueError(f"image_size must be a power of two >= 8, got {image_size}")
+    if image_size < 32 or image_size & (image_size - 1):
+        raise ValueError(f"image_size must be a power of two >= 32, got {image_size}")
     return int(math.log2(image_size)) - 1  # DF-GAN 2022's layer_num
 
 

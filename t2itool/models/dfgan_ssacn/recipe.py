@@ -1,7 +1,8 @@
-"""SSA-GAN's training step (REFERENCES 3.4): D hinge update, MA-GP update, G update with the DAMSM loss.
+"""SSA-GAN's training step (wtliao/text2image main.py): D hinge update, MA-GP update, G update with the DAMSM loss.
 
 With `finetune_text_encoder` the text encoder and the DAMSM image encoder's projections also learn, from the DAMSM
-loss on real images (main_finetune.py); the GAN only ever sees detached text embeddings.
+loss on real images (main_finetune.py); the GAN only ever sees detached text embeddings. The DAMSM loss couples the
+samples of a batch (a softmax over it), so it is computed over the global batch gathered from every process.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from torch import nn
 from torch.func import functional_call
 
 from t2itool.encoders.features import TextFeatures
+from t2itool.encoders.losses import damsm_loss
 from t2itool.models.blocks import matching_aware_gp
+from t2itool.models.context import StepContext
 from t2itool.models.dfgan_ssacn.config import SSAGANConfig
 from t2itool.models.dfgan_ssacn.networks import NetD, NetG, build_head
-from t2itool.training.recipe import Batch, GANRecipe, StepContext
+from t2itool.models.recipe import Batch, GANRecipe, TextNeeds
 
-# The DAMSM image encoder's trainable projections (AttnGAN CNN_ENCODER state-dict names, REFERENCES 2.1).
+# The DAMSM image encoder's trainable projections (taoxugit/AttnGAN code/model.py CNN_ENCODER state-dict names).
 PROJECTION_SHAPES = {
     "emb_features.weight": lambda d: (d, 768, 1, 1),
     "emb_cnn_code.weight": lambda d: (d, 2048),
@@ -61,6 +64,7 @@ class SSAGANRecipe(GANRecipe):
 
     config: SSAGANConfig
     needs_image_encoder = True  # DAMSM loss on the generated images
+    text_kinds = ("damsm",)  # the DAMSM loss needs the DAMSM encoders' words and sentences
 
     def __init__(self, config: SSAGANConfig) -> None:
         super().__init__(config)
@@ -70,13 +74,13 @@ class SSAGANRecipe(GANRecipe):
     def damsm_weight(self) -> float:
         return self.config.effective_damsm_weight
 
+    def text_needs(self) -> TextNeeds:
+        return TextNeeds(sentence_dim=self.config.cond_dim, word_dim=self.config.cond_dim)
+
     def build_networks(self) -> dict[str, nn.Module]:
         c = self.config
-        generator = NetG(c.ngf, c.noise_dim, c.cond_dim, c.image_size, c.mask_hidden)
-        if c.sync_batchnorm:  # same state-dict keys as BatchNorm2d, so snapshots load into the plain generator
-            generator = nn.SyncBatchNorm.convert_sync_batchnorm(generator)
         nets: dict[str, nn.Module] = {
-            "generator": generator,
+            "generator": NetG(c.ngf, c.noise_dim, c.cond_dim, c.image_size, c.mask_hidden),
             "discriminator": NetD(c.ndf, c.image_size),
             "head": build_head(c.ndf, c.cond_dim, c.image_size),
         }
@@ -88,17 +92,17 @@ class SSAGANRecipe(GANRecipe):
         self, nets: dict[str, nn.Module], text_encoder: nn.Module | None
     ) -> dict[str, torch.optim.Optimizer]:
         c = self.config
-        betas = (float(c.beta1), float(c.beta2))
+        betas = (c.beta1, c.beta2)
         d_params = list(nets["discriminator"].parameters()) + list(nets["head"].parameters())
         optimizers = {
-            "generator": torch.optim.Adam(nets["generator"].parameters(), lr=float(c.lr_g), betas=betas),
-            "discriminator": torch.optim.Adam(d_params, lr=float(c.lr_d), betas=betas),
+            "generator": torch.optim.Adam(nets["generator"].parameters(), lr=c.lr_g, betas=betas),
+            "discriminator": torch.optim.Adam(d_params, lr=c.lr_d, betas=betas),
         }
         if self.trains_text_encoder:
             if text_encoder is None:
                 raise ValueError("finetune_text_encoder needs the text encoder passed to build_optimizers")
             params = list(text_encoder.parameters()) + list(nets["image_projections"].parameters())
-            optimizers["text_encoder"] = torch.optim.Adam(params, lr=float(c.lr_text_encoder), betas=(0.0, 0.9))
+            optimizers["text_encoder"] = torch.optim.Adam(params, lr=c.lr_text_encoder, betas=(0.0, 0.9))
         return optimizers
 
     # --- DAMSM ------------------------------------------------------------------------------------------------
@@ -112,17 +116,19 @@ class SSAGANRecipe(GANRecipe):
             projections.load_from(ctx.image_encoder)
         return functional_call(ctx.image_encoder, projections.parameters_by_name(), (images,), strict=False)
 
-    def _damsm(self, regions_code: tuple[torch.Tensor, torch.Tensor], text: TextFeatures, batch: Batch) -> torch.Tensor:
-        """DAMSM loss L_w + L_s with the config's gammas (SSA-GAN keeps 5, 5, 10 whatever the DAMSM checkpoint's
-        pretraining used, so `ctx.damsm` is deliberately not consulted) and same-class masking by class id."""
-        # Imported here: the encoders (Inception) are needed by training steps, not by registering or sampling.
-        from t2itool.encoders import damsm_loss
-
+    def _damsm(
+        self, regions_code: tuple[torch.Tensor, torch.Tensor], text: TextFeatures, batch: Batch, ctx: StepContext
+    ) -> torch.Tensor:
+        """DAMSM loss L_w + L_s over the global batch, with the config's gammas (SSA-GAN keeps 5, 5, 10 whatever the
+        DAMSM checkpoint's pretraining used, so `ctx.damsm` is deliberately not consulted) and same-class masking.
+        Image features keep their gradient through the gather; text features keep theirs only when fine-tuning."""
         regions, code = regions_code
         c = self.config
+        live = text.sentence.requires_grad
         return damsm_loss(
-            regions.float(), code.float(), text.words, text.sentence, text.lengths,
-            class_ids=batch.class_ids if c.mask_same_class else None,
+            ctx.gather(regions.float(), grad=True), ctx.gather(code.float(), grad=True),
+            ctx.gather(text.words, grad=live), ctx.gather(text.sentence, grad=live), ctx.gather(text.lengths),
+            class_ids=ctx.gather(batch.class_ids) if c.mask_same_class else None,
             gamma1=c.gamma1, gamma2=c.gamma2, gamma3=c.gamma3,
         )  # fmt: skip
 
@@ -152,61 +158,57 @@ class SSAGANRecipe(GANRecipe):
 
         # Text: the fine-tuned encoder learns from DAMSM on real images; the GAN gets detached embeddings either way.
         if self.trains_text_encoder:
-            live = ctx.encode_text(batch.tokens, batch.lengths, grad=True)
-            with ctx.autocast():
-                real_damsm = self._damsm(self._image_features(ctx, real), live, batch)
-            ctx.zero_grad("text_encoder")
-            ctx.backward(real_damsm, "loss_damsm_real")
-            ctx.optimizer_step("text_encoder")
+            with ctx.update("text_encoder") as phase:
+                live = ctx.encode_text(batch.tokens, batch.lengths, grad=True)
+                with ctx.autocast():
+                    real_damsm = self._damsm(self._image_features(ctx, real), live, batch, ctx)
+                phase.backward(real_damsm, "loss_damsm_real")
             stats["loss_damsm_real"] = real_damsm.detach()
             text = live.detach()
         else:
-            text = ctx.encode_text(batch.tokens, batch.lengths)
+            text = ctx.text(batch)
         sentence = text.sentence
-        noise = ctx.noise(batch, c.noise_dim)
-
-        # Discriminator: hinge_real + ½ (hinge_fake + hinge_mismatch); MA-GP here too unless it gets its own step.
-        joint_gp = not c.magp_separate_step
-        images = real.detach().requires_grad_(joint_gp)
-        cond = sentence.detach().requires_grad_(joint_gp)
+        noise = ctx.noise(batch, "z")
         with ctx.autocast():
-            real_features = disc(images)
-            real_logits = head(real_features, cond).float()
-            fake, masks = generator(noise, sentence)
-            fake_logits = head(disc(fake.detach()), sentence).float()
-        loss_mismatch, mismatch_logits = self._mismatch_loss(head, real_features, batch, ctx, sentence)
-        loss_d = F.relu(1.0 - real_logits).mean() + 0.5 * (F.relu(1.0 + fake_logits).mean() + loss_mismatch)
-        if joint_gp:
-            gp = matching_aware_gp(real_logits, (images, cond), c.gp_weight, c.gp_power, ctx.grad_scale)
-            loss_d = loss_d + gp
-        ctx.zero_grad("discriminator")
-        ctx.backward(loss_d, "loss_d")
-        ctx.optimizer_step("discriminator")
+            fake, masks = generator(noise, sentence)  # shared by the D and G updates, as the official step
+
+        # Discriminator: hinge_real + 1/2 (hinge_fake + hinge_mismatch); MA-GP here too unless it gets its own step.
+        joint_gp = not c.magp_separate_step
+        with ctx.update("discriminator") as phase:
+            images = real.detach().requires_grad_(joint_gp)
+            cond = sentence.detach().requires_grad_(joint_gp)
+            with ctx.autocast():
+                real_features = disc(images)
+                real_logits = head(real_features, cond).float()
+                fake_logits = head(disc(fake.detach()), sentence).float()
+            loss_mismatch, mismatch_logits = self._mismatch_loss(head, real_features, batch, ctx, sentence)
+            loss_d = F.relu(1.0 - real_logits).mean() + 0.5 * (F.relu(1.0 + fake_logits).mean() + loss_mismatch)
+            if joint_gp:
+                gp = matching_aware_gp(real_logits, (images, cond), c.gp_weight, c.gp_power, ctx.grad_scale)
+                loss_d = loss_d + gp
+            phase.backward(loss_d, "loss_d")
 
         # MA-GP as a separate update (official code): 2 E ||(dC/dx, dC/ds)||^6 on real, matching pairs.
         if not joint_gp:
-            images = real.detach().requires_grad_(True)
-            cond = sentence.detach().requires_grad_(True)
-            with ctx.autocast():
-                gp_logits = head(disc(images), cond).float()
-            gp = matching_aware_gp(gp_logits, (images, cond), c.gp_weight, c.gp_power, ctx.grad_scale)
-            ctx.zero_grad("discriminator")
-            ctx.backward(gp, "ma_gp")
-            ctx.optimizer_step("discriminator")
+            with ctx.update("discriminator") as phase:
+                images = real.detach().requires_grad_(True)
+                cond = sentence.detach().requires_grad_(True)
+                with ctx.autocast():
+                    gp_logits = head(disc(images), cond).float()
+                gp = matching_aware_gp(gp_logits, (images, cond), c.gp_weight, c.gp_power, ctx.grad_scale)
+                phase.backward(gp, "ma_gp")
 
-        # Generator: -E[logit] + w * DAMSM(fake) with the encoders frozen for this update.
-        frozen = [disc, head] + ([ctx.nets["image_projections"]] if self.trains_text_encoder else [])
-        with ctx.frozen(*frozen), ctx.autocast():
-            g_logits = head(disc(fake), sentence).float()
-            loss_adv = -g_logits.mean()
-            loss_g = loss_adv
-            if self.damsm_weight > 0:
-                loss_damsm = self._damsm(self._image_features(ctx, fake), text, batch)
-                loss_g = loss_g + self.damsm_weight * loss_damsm
-                stats["loss_damsm"] = loss_damsm.detach()
-        ctx.zero_grad("generator")
-        ctx.backward(loss_g, "loss_g")
-        ctx.optimizer_step("generator")
+        # Generator: -E[logit] + w * DAMSM(fake); D, head and the encoders take no gradient in this phase.
+        with ctx.update("generator") as phase:
+            with ctx.autocast():
+                g_logits = head(disc(fake), sentence).float()
+                loss_adv = -g_logits.mean()
+                loss_g = loss_adv
+                if self.damsm_weight > 0:
+                    loss_damsm = self._damsm(self._image_features(ctx, fake), text, batch, ctx)
+                    loss_g = loss_g + self.damsm_weight * loss_damsm
+                    stats["loss_damsm"] = loss_damsm.detach()
+            phase.backward(loss_g, "loss_g")
 
         stats.update(
             loss_d=loss_d.detach(),
