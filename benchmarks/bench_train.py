@@ -14,10 +14,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from t2itool.models.context import StepContext
+from t2itool.models.recipe import Batch
 from t2itool.models.registry import get_model, list_models
 from t2itool.training.batches import ShardedBatches, open_data
 from t2itool.training.config import parse_overrides
-from t2itool.training.recipe import Batch, StepContext
 
 
 def variants(device: torch.device) -> list[tuple[str, str, bool]]:
@@ -63,6 +64,7 @@ def make_context(spec, args, device, amp, channels_last, text_encoder, image_enc
     ctx = StepContext(
         device=device, seed=0, amp=amp, nets=nets, optimizers=optimizers, text_encoder=text_encoder, scaler=scaler,
         image_encoder=image_encoder if recipe.needs_image_encoder else None,
+        noise_streams={stream.name: stream for stream in spec.noise_streams(config)},
     )  # fmt: skip
     return recipe, ctx
 
@@ -134,7 +136,7 @@ def main() -> None:
             row = [name, label, f"{ms:.1f}", f"{args.batch_size * 1000 / ms:.1f}", "-", "-"]
             if args.data:
                 recipe, ctx = make_context(spec, args, device, amp, channels_last, text_encoder, image_encoder)
-                _, dataset = open_data(args.data, recipe, seed=0)
+                _, dataset = open_data(args.data, recipe, seed=0, text_kind="damsm")
                 order = ShardedBatches(len(dataset), args.batch_size, 1, 0, seed=0)
                 loader = order.batches(
                     dataset, start_step=0, total_steps=args.warmup + args.steps, workers=args.workers, device=device

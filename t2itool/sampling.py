@@ -1,12 +1,13 @@
-"""The sampler: captions -> images from a snapshot. Noise comes from one `torch.Generator` per (caption, seed), so an
-image depends only on (snapshot, caption, seed), not on batch size or device count. Writes PNGs, samples.jsonl, a grid.
+"""The sampler: captions -> images from a snapshot. Each noise stream of an image comes from its own generator keyed
+by (caption, seed, stream) (t2itool/noise.py), so an image depends only on (snapshot, caption, seed, truncation), not
+on batch size or device count. Writes PNGs, samples.jsonl (last), a grid.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from PIL import Image
 from t2itool.data.text import Vocabulary, pad_tokens, tokenize
 from t2itool.errors import T2IError
 from t2itool.fileio import atomic_path, atomic_write_text
+from t2itool.noise import draw_rows
 
 
 @dataclass
@@ -122,18 +124,9 @@ def jobs_for(prompts: list[Prompt], per_caption: int, seed: int) -> list[Job]:
     return [Job(prompt, seed + k) for prompt in prompts for k in range(per_caption)]
 
 
-def noise_generator(key: int, seed: int) -> torch.Generator:
-    """A CPU generator seeded from (caption key, seed) through sha256: no two pairs share a stream by arithmetic."""
-    digest = hashlib.sha256(f"t2itool-noise:{int(key)}:{int(seed)}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
-
-
-def draw_noise(key: int, seed: int, noise_dim: int, truncation: float | None) -> torch.Tensor:
-    """(noise_dim,) on CPU: N(0, I), or with truncation t a normal truncated to [-2, 2] times t (DF-GAN's sampler)."""
-    generator = noise_generator(key, seed)
-    if truncation is None:
-        return torch.randn(noise_dim, generator=generator)
-    return torch.nn.init.trunc_normal_(torch.empty(noise_dim), 0.0, 1.0, -2.0, 2.0, generator=generator) * truncation
+def noise_keys(jobs: list[Job]) -> list[tuple]:
+    """The noise key of each job's image: (caption key, seed); every stream draws from (key..., stream name)."""
+    return [("sample", job.prompt.key, job.seed) for job in jobs]
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -174,6 +167,60 @@ def save_grid(arrays: list[np.ndarray], path: Path, columns: int = 8) -> Path:
 
 
 @torch.no_grad()
+def generate_batches(
+    snapshot: Any,
+    jobs: list[Job],
+    truncation: float | None,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    store: Any = None,
+) -> Iterator[tuple[list[Job], Any]]:
+    """(jobs of the batch, GeneratorOutput) for consecutive batches of `jobs`; each image's noise comes from its own
+    (caption key, seed) generators, so batching never changes an image."""
+    device = torch.device(device)
+    spec, config, source = snapshot.spec, snapshot.config, snapshot.text
+    if source.kind == "precomputed":
+        if store is None or any(job.prompt.caption_index is None for job in jobs):
+            raise T2IError(
+                f"this model conditions on {source.describe()}, which exist only for the captions of its data file: "
+                "free text cannot be encoded; sample the data file's captions with --split test"
+            )
+        source.check_store(store)
+    streams = spec.noise_streams(config)
+    max_words = int(config.max_words)
+    generator = snapshot.generator.to(device).eval()
+    if source.encoder is not None:
+        source.encoder.to(device).eval()
+    for start in range(0, len(jobs), batch_size):
+        batch = jobs[start : start + batch_size]
+        if source.kind == "precomputed":
+            text = source.stored(store, [job.prompt.caption_index for job in batch], device)
+        else:
+            tokens = torch.from_numpy(np.stack([pad_tokens(job.prompt.ids, max_words) for job in batch]))
+            lengths = torch.tensor([min(len(job.prompt.ids), max_words) for job in batch], dtype=torch.int64)
+            text = source.encode(tokens.to(device), lengths.to(device))
+        noise = draw_rows(noise_keys(batch), streams, truncation, device)
+        yield batch, spec.generate(generator, noise, text)
+
+
+def generate_images(
+    snapshot: Any,
+    jobs: list[Job],
+    truncation: float | None | str = "default",
+    batch_size: int = 16,
+    device: str | torch.device | None = None,
+    store: Any = None,
+) -> torch.Tensor:
+    """Final images (N, 3, H, W) in [-1, 1] of `jobs`, on the CPU (the Python API's `Snapshot.generate`)."""
+    if truncation == "default":
+        truncation = snapshot.spec.default_truncation(snapshot.config)
+    device = device or next(snapshot.generator.parameters()).device
+    parts = [output.image.float().cpu() for _, output in generate_batches(snapshot, jobs, truncation, batch_size,
+                                                                         device, store)]  # fmt: skip
+    return torch.cat(parts)
+
+
+@torch.no_grad()
 def sample(
     snapshot: Any,
     jobs: list[Job],
@@ -185,11 +232,13 @@ def sample(
     visualize: bool = False,
     grid_size: int = 64,
     console: Any = None,
+    store: Any = None,
 ) -> SampleResult:
     """Generate one PNG per job into `out_dir` with samples.jsonl (written last, atomically) and grid.png.
 
-    `snapshot` is a `t2itool.training.checkpoint.Snapshot` (spec, config, generator, text_encoder, sha256, ...).
-    `truncation="default"` takes the model preset's value (`spec.default_truncation(config)`).
+    `snapshot` is a `t2itool.training.checkpoint.Snapshot` (spec, config, generator, text source, sha256, ...).
+    `truncation="default"` takes the model preset's value (`spec.default_truncation(config)`). A snapshot trained on
+    precomputed caption features needs `store`, the data file whose captions the jobs name.
     """
     from t2itool.metrics.fidelity import progress_bar
 
@@ -197,27 +246,16 @@ def sample(
         raise T2IError("nothing to sample: give --text, --captions or --split")
     if batch_size < 1:
         raise T2IError(f"--batch-size {batch_size}: must be at least 1")
-    device = torch.device(device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    spec, config = snapshot.spec, snapshot.config
     if truncation == "default":
-        truncation = spec.default_truncation(config)
-    noise_dim = int(spec.noise_dim(config))
-    max_words = int(getattr(config, "max_words", 18))
-    generator, text_encoder = snapshot.generator.to(device).eval(), snapshot.text_encoder.to(device).eval()
+        truncation = snapshot.spec.default_truncation(snapshot.config)
     records: list[dict[str, Any]] = []
     grid_images: list[np.ndarray] = []
     missing = {job.prompt.text: job.prompt.missing for job in jobs if job.prompt.missing}
     with progress_bar(console) as progress:
         task = progress.add_task("sampling", total=len(jobs))
-        for start in range(0, len(jobs), batch_size):
-            batch = jobs[start : start + batch_size]
-            tokens = torch.from_numpy(np.stack([pad_tokens(job.prompt.ids, max_words) for job in batch])).to(device)
-            lengths = torch.tensor([min(len(job.prompt.ids), max_words) for job in batch], dtype=torch.int64)
-            text = text_encoder.encode(tokens, lengths.to(device))
-            noise = torch.stack([draw_noise(j.prompt.key, j.seed, noise_dim, truncation) for j in batch]).to(device)
-            output = spec.generate(generator, noise, text)
+        for batch, output in generate_batches(snapshot, jobs, truncation, batch_size, device, store):
             arrays = to_uint8(output.image)
             for row, job in enumerate(batch):
                 stem = f"c{job.prompt.key:06d}-s{job.seed:04d}"

@@ -18,13 +18,17 @@ def shapes_h5(tmp_path_factory) -> str:
     return str(out)
 
 
-def _jpeg(path, size: tuple[int, int], seed: int) -> None:
-    """A small JPEG with a distinct coloured block so crops can be checked."""
+def _jpeg(path, size: tuple[int, int], seed: int, textured: bool = False) -> None:
+    """A small JPEG with a distinct coloured block so crops can be checked; `textured`: smooth noise instead of a
+    flat background, so that every window of the image differs from every other."""
     import numpy as np
     from PIL import Image
 
     rng = np.random.default_rng(seed)
     array = np.full((size[1], size[0], 3), rng.integers(0, 255, size=3), dtype=np.uint8)
+    if textured:
+        noise = Image.fromarray(rng.integers(0, 256, size=(size[1] // 8, size[0] // 8, 3), dtype=np.uint8))
+        array = np.asarray(noise.resize(size, Image.Resampling.BICUBIC)).copy()
     array[size[1] // 4 : size[1] // 2, size[0] // 4 : size[0] // 2] = (255, 0, 0)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path, quality=90)
@@ -62,8 +66,8 @@ def make_cub(root, num_train: int = 6, num_test: int = 3, class_info: bool = Tru
     return root
 
 
-def make_coco_official(root, num_train: int = 4, num_val: int = 2):
-    """The official COCO-2014 layout: annotations/captions_{train,val}2014.json and image folders."""
+def make_coco_official(root, num_train: int = 4, num_val: int = 2, size=(96, 64), textured: bool = False):
+    """The official COCO-2014 layout: annotations/captions_{train,val}2014.json and image folders of `size` images."""
     import json
 
     caption_id = 1
@@ -72,8 +76,8 @@ def make_coco_official(root, num_train: int = 4, num_val: int = 2):
         for index in range(count):
             image_id = base + index
             file_name = f"COCO_{name}_{image_id:012d}.jpg"
-            _jpeg(root / name / file_name, (96, 64), image_id)
-            images.append({"id": image_id, "file_name": file_name, "width": 96, "height": 64, "license": 1,
+            _jpeg(root / name / file_name, size, image_id, textured)
+            images.append({"id": image_id, "file_name": file_name, "width": size[0], "height": size[1], "license": 1,
                            "coco_url": "", "flickr_url": "", "date_captured": ""})  # fmt: skip
             for j in range(7 if index == 0 else 5):
                 text = "!!!" if j == 1 else f"A photo number {image_id} of a dog, caption {j}."
@@ -88,3 +92,57 @@ def make_coco_official(root, num_train: int = 4, num_val: int = 2):
 @pytest.fixture(scope="session")
 def cub_root(tmp_path_factory):
     return make_cub(tmp_path_factory.mktemp("birds"))
+
+
+def python2_array_pickle(array) -> bytes:
+    """The bytes Python 2.7's `cPickle.dump(array, f, protocol=2)` writes for a C-ordered numeric numpy array
+    (StackGAN's embedding pickles): numpy.core.multiarray._reconstruct + BUILD with the raw data as a py2 str."""
+    import struct
+
+    import numpy as np
+
+    array = np.ascontiguousarray(array)
+    dtype = array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype
+    array = array.astype(dtype)
+
+    def short_string(text: bytes) -> bytes:  # SHORT_BINSTRING / BINSTRING
+        return (b"U" + bytes([len(text)]) if len(text) < 256 else b"T" + struct.pack("<i", len(text))) + text
+
+    def small_int(value: int) -> bytes:  # BININT1 / BININT
+        return b"K" + bytes([value]) if 0 <= value < 256 else b"J" + struct.pack("<i", value)
+
+    shape = b"(" + b"".join(small_int(n) for n in array.shape) + b"t"
+    kind = f"{dtype.kind}{dtype.itemsize}".encode()
+    order = b"|" if dtype.itemsize == 1 else b"<"
+    dtype_pickle = (
+        b"cnumpy\ndtype\n" + short_string(kind) + b"K\x00K\x01\x87R"
+        + b"(K\x03" + short_string(order) + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+    )  # fmt: skip
+    return (
+        b"\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85" + short_string(b"b") + b"\x87R"
+        + b"(K\x01" + shape + dtype_pickle + b"I00\n" + short_string(array.tobytes()) + b"tb."
+    )  # fmt: skip
+
+
+def add_char_cnn_rnn(root, dim: int = 16, seed: int = 0):
+    """StackGAN's embeddings beside a CUB/COCO tree's filenames.pickle: per split, a Python-2 protocol-2 pickle of
+    a float32 array images x 10 x dim in filenames.pickle order. Returns {split: array}."""
+    import pickle
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split in ("train", "test"):
+        keys = pickle.load(open(root / split / "filenames.pickle", "rb"))
+        arrays[split] = rng.standard_normal((len(keys), 10, dim)).astype(np.float32)
+        (root / split / "char-CNN-RNN-embeddings.pickle").write_bytes(python2_array_pickle(arrays[split]))
+    return arrays
+
+
+@pytest.fixture(scope="session")
+def learning_data(tmp_path_factory):
+    """Shapes data and a DAMSM checkpoint shared by the slow learning tests (tests/learning.py)."""
+    from learning import make_learning_data
+
+    return make_learning_data(tmp_path_factory.mktemp("learning"))

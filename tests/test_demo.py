@@ -3,7 +3,6 @@ briefly on the shapes data draws the colour its held-out captions ask for far mo
 
 from __future__ import annotations
 
-import json
 import shlex
 from pathlib import Path
 
@@ -109,27 +108,9 @@ def test_quick_demo_runs_every_stage(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_dfgan_ssacn_learns_the_colours_of_its_captions(tmp_path: Path) -> None:
-    from t2itool.data.sources.shapes import build_shapes
-    from t2itool.encoders.pretrain import PretrainConfig, pretrain
-    from t2itool.training import train
+def test_dfgan_ssacn_learns_the_colours_of_its_captions(learning_data, tmp_path: Path) -> None:
+    from learning import colour_agreement
 
-    data = str(tmp_path / "shapes.h5")
-    build_shapes(data, num_images=2048, image_size=38, seed=0)
-    damsm = pretrain(
-        PretrainConfig(data=data, out=str(tmp_path / "damsm"), epochs=3, batch_size=32, backbone_weights="random",
-                       encoder_image_size=80, workers=0, rp_images=64, val_batches=2),
-        log=lambda line: None,
-    ).checkpoint  # fmt: skip
-    result = train(
-        "dfgan-ssacn", data=data, damsm=str(damsm), out=str(tmp_path / "runs"), steps=150, image_size=32,
-        batch_size=32, workers=0, grid_every=0, snapshot_every=150, sets={"ngf": "32", "ndf": "32"},
-    )  # fmt: skip
-    samples = tmp_path / "samples"
-    args = ["sample", str(result.run_dir), "--out", str(samples), "--split", "test", "--data", data]
-    assert runner.invoke(app, args).exit_code == 0
-    result = runner.invoke(app, ["score", str(samples), "--data", data, "--shapes-agreement", "--json"])
-    assert result.exit_code == 0, result.output
-    colour = json.loads(result.stdout)[0]
-    assert colour["metric"] == "colour_agreement" and colour["num_scored"] > 500
+    colour = colour_agreement("dfgan-ssacn", learning_data, tmp_path, steps=150, image_size=32, batch_size=32,
+                              sets={"ngf": "32", "ndf": "32"})  # fmt: skip
     assert colour["value"] > 2.0 * colour["chance"], colour

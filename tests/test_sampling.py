@@ -16,8 +16,10 @@ from torch import nn
 from t2itool import sampling
 from t2itool.data.text import Vocabulary
 from t2itool.encoders.features import TextFeatures
+from t2itool.encoders.kinds import TextSource
 from t2itool.errors import T2IError
 from t2itool.models.registry import GeneratorOutput, get_model
+from t2itool.noise import draw_rows
 
 WORDS = ["<end>", "a", "small", "red", "bird", "with", "blue", "wings", "green", "circle"]
 
@@ -46,6 +48,10 @@ class FakeSnapshot:
     vocab_words: list[str]
     vocab_sha256: str
 
+    @property
+    def text(self) -> TextSource:
+        return TextSource("damsm", encoder=self.text_encoder)
+
 
 def _snapshot(maps: bool = False) -> FakeSnapshot:
     torch.manual_seed(0)
@@ -55,7 +61,7 @@ def _snapshot(maps: bool = False) -> FakeSnapshot:
         import dataclasses
 
         def generate(generator, noise, text) -> GeneratorOutput:
-            image = generator(noise, text.sentence)
+            image = generator(noise["z"], text.sentence)
             return GeneratorOutput([image], {"mask": [image[:, :1, ::4, ::4], image[:, 1:2]]})
 
         spec = dataclasses.replace(spec, generate=generate)
@@ -108,13 +114,21 @@ def test_outputs_records_and_oov_words(tmp_path: Path) -> None:
         sampling.prompts_from_texts(["purple hat"], Vocabulary(WORDS))
 
 
-def test_truncation_default_and_noise() -> None:
+def test_truncation_default_and_noise_streams(tmp_path: Path) -> None:
     snap = _snapshot()
     assert snap.spec.default_truncation(snap.config) == pytest.approx(0.88)
-    noise = sampling.draw_noise(3, 1, 1000, 0.5)
-    assert noise.abs().max() <= 1.0 + 1e-6  # truncated to [-2, 2] then scaled by 0.5
-    torch.testing.assert_close(noise, sampling.draw_noise(3, 1, 1000, 0.5))
-    assert not torch.equal(sampling.draw_noise(3, 1, 16, None), sampling.draw_noise(1, 3, 16, None))
+    jobs = sampling.jobs_for(sampling.prompts_from_texts(["red bird"], Vocabulary(WORDS)), 1, 3)
+    # The sampler's noise is the documented one: stream "z" keyed by (caption key, seed), truncated as asked.
+    keys = sampling.noise_keys(jobs)
+    assert keys == [("sample", 0, 3)]
+    noise = draw_rows(keys, snap.spec.noise_streams(snap.config), 0.5)["z"]
+    with torch.no_grad():
+        expected = snap.generator(
+            noise, snap.text_encoder.encode(torch.tensor([[3, 4, 0, 0, 0, 0]]), torch.tensor([2])).sentence
+        )
+    sampling.sample(snap, jobs, tmp_path, truncation=0.5)
+    got = np.asarray(Image.open(tmp_path / "c000000-s0003.png"))
+    np.testing.assert_array_equal(got, sampling.to_uint8(expected)[0])
 
 
 def test_visualize_saves_maps(tmp_path: Path) -> None:
@@ -153,7 +167,7 @@ def test_visualize_ssacn_masks_per_block(tmp_path: Path) -> None:
     )  # fmt: skip
     prompts = sampling.prompts_from_texts(["red bird", "blue circle"], Vocabulary(WORDS))
     result = sampling.sample(snap, sampling.jobs_for(prompts, 1, 0), tmp_path, visualize=True, batch_size=2)
-    noise = torch.zeros(1, 16)
+    noise = {"z": torch.zeros(1, 16)}
     text = snap.text_encoder.encode(torch.tensor([[3, 4, 0, 0, 0, 0]]), torch.tensor([2]))
     blocks = len(spec.generate(snap.generator, noise, text).maps["mask"])
     strip = np.asarray(Image.open(tmp_path / result.records[1]["maps"]["mask"]))

@@ -49,7 +49,7 @@ def test_run_folder_snapshot_and_exact_resume(shapes_h5: str, damsm_ckpt: str, t
     common = dict(data=shapes_h5, damsm=damsm_ckpt, out=str(out), snapshot_every=2, **TINY)
     first = train("dfgan", steps=4, keep=0, **common)
     run = Path(first.run_dir)
-    assert run.name == "00000-dfgan-32px-batch4"
+    assert run.name == "00000-dfgan-shapes-32px-batch4"  # model, data file stem, size, batch
     assert json.loads((run / "config.json").read_text())["model_config"]["ngf"] == 8
     lines = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [2, 4] and all("loss_d" in r and "loss_g" in r for r in lines)
@@ -59,8 +59,10 @@ def test_run_folder_snapshot_and_exact_resume(shapes_h5: str, damsm_ckpt: str, t
     assert len((run / "grids" / "grid-000000.txt").read_text().splitlines()) == 4
     assert sorted(p.name for p in (run / "states").iterdir()) == ["state-000002.pt", "state-000004.pt"]
 
-    # Resume from step 2 and run to 4: the same weights, optimizer moments and EMA-free snapshot as straight through.
-    second = train("dfgan", steps=4, keep=1, resume=str(run / "states" / "state-000002.pt"), **common)
+    # Resume from step 2 and run to 4 with nothing but the state and --keep: data, DAMSM, batch, out and the total
+    # come from the run's config.json; the same weights and optimizer moments as straight through.
+    second = train("dfgan", keep=1, resume=str(run / "states" / "state-000002.pt"))
+    assert Path(second.run_dir).parent == out and Path(second.run_dir).name == "00001-dfgan-shapes-32px-batch4"
     a, b = _state(first.state), _state(second.state)
     assert a["step"] == b["step"] == 4
     for name in a["nets"]:
@@ -83,6 +85,26 @@ def test_run_folder_snapshot_and_exact_resume(shapes_h5: str, damsm_ckpt: str, t
     with pytest.raises(T2IError, match="not a t2itool snapshot"):
         load_snapshot(first.state)
 
+    # The Python API's Snapshot.generate gives the pixels `t2itool sample --text` writes for that caption and seed.
+    from typer.testing import CliRunner
+
+    from t2itool import sampling
+    from t2itool.cli.main import app
+    from t2itool.training import Snapshot
+
+    texts = ["a red circle", "a blue square on a green background"]
+    images = Snapshot.load(first.run_dir).generate(texts, seeds=[3, 5])
+    assert images.shape == (2, 3, 32, 32) and images.abs().max() <= 1.0
+    args = ["sample", first.run_dir, "--out", str(tmp_path / "s"), "--seed", "3"]
+    assert CliRunner().invoke(app, [*args, *sum((["--text", t] for t in texts), [])]).exit_code == 0
+    import numpy as np
+    from PIL import Image
+
+    png = np.asarray(Image.open(tmp_path / "s" / "c000000-s0003.png"))
+    np.testing.assert_array_equal(png, sampling.to_uint8(images[:1])[0])
+    with pytest.raises(T2IError, match="2 texts but 3 seeds"):
+        snap.generate(texts, seeds=[1, 2, 3])
+
 
 def test_nonfinite_loss_stops_and_keeps_last_good_state(
     shapes_h5: str, damsm_ckpt: str, tmp_path: Path, monkeypatch
@@ -91,7 +113,8 @@ def test_nonfinite_loss_stops_and_keeps_last_good_state(
 
     def poisoned(self, batch, ctx):
         if ctx.step == 3:
-            ctx.backward(torch.tensor(float("nan")), "loss_d")
+            with ctx.update("discriminator") as phase:
+                phase.backward(torch.tensor(float("nan")), "loss_d")
         return original(self, batch, ctx)
 
     monkeypatch.setattr(DFGANRecipe, "train_step", poisoned)
@@ -101,12 +124,13 @@ def test_nonfinite_loss_stops_and_keeps_last_good_state(
     assert states == ["state-000002.pt", "state-000003.pt"] and "state-000003.pt" in str(info.value)
 
 
-def test_interrupt_saves_state_and_stops(shapes_h5: str, damsm_ckpt: str, tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_saves_state_and_stops(stop, shapes_h5: str, damsm_ckpt: str, tmp_path: Path, monkeypatch) -> None:
     original = DFGANRecipe.train_step
 
     def interrupted(self, batch, ctx):
         if ctx.step == 1:
-            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C: the loop finishes this step, then saves and stops
+            os.kill(os.getpid(), stop)  # Ctrl-C or a scheduler's kill: the loop finishes this step, saves, stops
         return original(self, batch, ctx)
 
     monkeypatch.setattr(DFGANRecipe, "train_step", interrupted)
@@ -134,23 +158,118 @@ def test_bf16_channels_last_step_on_cpu(shapes_h5: str, damsm_ckpt: str, tmp_pat
     assert stats["step"] == 1 and all(abs(v) < 1e6 for k, v in stats.items() if k.startswith("loss"))
 
 
+def test_resume_needs_steps_beyond_the_state_and_leaves_nothing(
+    shapes_h5: str, damsm_ckpt: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "runs"
+    first = train("dfgan", data=shapes_h5, damsm=damsm_ckpt, out=str(out), steps=2, snapshot_every=0, **TINY)
+    with pytest.raises(T2IError, match=r"state is at step 2, --steps 2 is not beyond it"):
+        train("dfgan", resume=first.run_dir, steps=2)
+    with pytest.raises(T2IError, match="for model 'dfgan', not 'dfgan-ssacn'"):
+        train("dfgan-ssacn", resume=first.run_dir, steps=4)
+    assert [p.name for p in out.iterdir()] == [Path(first.run_dir).name]
+
+
+def test_evaluation_during_training_keeps_the_best_snapshot(shapes_h5: str, damsm_ckpt: str, tmp_path: Path) -> None:
+    result = train(
+        "dfgan", data=shapes_h5, damsm=damsm_ckpt, out=str(tmp_path), steps=4, snapshot_every=0, keep=1,
+        eval_every=2, metrics=["shapes_agreement", "r_precision"], eval_images=8, **TINY,
+    )  # fmt: skip
+    run = Path(result.run_dir)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert sorted({(r["step"], r["metric"]) for r in records}) == [
+        (step, metric) for step in (2, 4) for metric in ("colour_agreement", "r_precision", "shape_agreement")
+    ]
+    assert all(r["num_images"] == 8 for r in records)
+    for metric in ("colour_agreement", "r_precision"):  # judged metrics: a best snapshot each
+        best = max((r for r in records if r["metric"] == metric), key=lambda r: (r["value"], -r["step"]))
+        snapshot = load_snapshot(run / f"best-{metric}.pt")
+        assert snapshot.step == best["step"] and best.get("best")
+    assert [p.name for p in (run / "snapshots").iterdir()] == ["snapshot-000004.pt"]  # --keep spares best-*.pt
+    with pytest.raises(T2IError, match="--metrics fid needs|TF-Inception|inception"):
+        train("dfgan", data=shapes_h5, damsm=damsm_ckpt, out=str(tmp_path / "x"), steps=2, eval_every=1,
+              metrics=["fid"], inception_weights=str(tmp_path / "missing.pth"), **TINY)  # fmt: skip
+    assert not (tmp_path / "x").exists()
+
+
+def _newest_state(out: Path) -> Path | None:
+    states = [p for run in out.iterdir() if (run / "states").is_dir() for p in (run / "states").glob("state-*.pt")]
+    return max(states, key=lambda p: (int(p.stem.split("-")[1]), p.parent.parent.name), default=None)
+
+
+def _cli_train(out: Path, data: str, damsm: str, *extra: str) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "t2itool", "train", "dfgan", "--data", data, "--damsm", damsm, "--out", str(out),
+            "--image-size", "32", "--batch-size", "4", "--workers", "0", "--grid-every", "0", "--set", "ngf=8",
+            "--set", "ndf=8", "--snapshot-every", "1", "--keep", "2", *extra]  # fmt: skip
+
+
+def _wait_for_training(out: Path, process, runs_before: int = 0, timeout: float = 300.0) -> None:
+    """Until the process's own (newest) run folder has started training, or the process ended."""
+    import time
+
+    start = time.monotonic()
+    while time.monotonic() - start < timeout and process.poll() is None:
+        runs = sorted(out.iterdir()) if out.is_dir() else []
+        if len(runs) > runs_before and (runs[-1] / "stats.jsonl").is_file():
+            return
+        time.sleep(0.1)
+
+
 @pytest.mark.slow
-def test_two_gloo_processes_match_one(shapes_h5: str, damsm_ckpt: str, tmp_path: Path) -> None:
-    common = dict(data=shapes_h5, damsm=damsm_ckpt, out=str(tmp_path), steps=2, snapshot_every=0, **TINY)
-    common.pop("batch_size")
-    one = train("dfgan", batch_size=4, **common)
-    two = train("dfgan", batch_size=2, nproc=2, **common)
-    assert Path(two.run_dir).name.endswith("-32px-batch2-nproc2")
-    a, b = _state(one.state), _state(two.state)
-    lr_d = 4e-4
-    for name in a["nets"]:
-        # Adam's first updates are ~lr * sign(grad): float-order differences in the gradient average may move a
-        # weight by a fraction of lr; anything systematic (wrong noise, pairing or sharding) moves many by ~lr.
-        assert _max_diff(a["nets"][name], b["nets"][name]) < 0.25 * lr_d, name
-        mean = sum((a["nets"][name][k] - b["nets"][name][k]).abs().sum() for k in a["nets"][name])
-        count = sum(v.numel() for v in a["nets"][name].values())
-        assert mean / count < 1e-6, name
-    stats_a = [json.loads(x) for x in (Path(one.run_dir) / "stats.jsonl").read_text().splitlines()]
-    stats_b = [json.loads(x) for x in (Path(two.run_dir) / "stats.jsonl").read_text().splitlines()]
-    for key in ("loss_d", "loss_g", "logit_mismatch"):
-        assert stats_a[-1][key] == pytest.approx(stats_b[-1][key], rel=1e-4, abs=1e-5)
+def test_sigterm_to_the_cli_saves_a_state(shapes_h5: str, damsm_ckpt: str, tmp_path: Path) -> None:
+    import subprocess
+
+    out = tmp_path / "runs"
+    process = subprocess.Popen(_cli_train(out, shapes_h5, damsm_ckpt, "--steps", "100000", "--snapshot-every", "0"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    _wait_for_training(out, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "interrupted at step" in stderr
+    assert _newest_state(out) is not None
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(
+    shapes_h5: str, damsm_ckpt: str, tmp_path: Path
+) -> None:
+    """kill -9 can land anywhere (including while a state is written); resuming from the newest complete state, as
+    often as needed, ends with the weights of a run that was never interrupted."""
+    import random
+    import subprocess
+    import time
+
+    total = 6
+    straight = tmp_path / "straight"
+    done = subprocess.run(_cli_train(straight, shapes_h5, damsm_ckpt, "--steps", str(total)), capture_output=True)
+    assert done.returncode == 0, done.stderr
+    expected = _state(_newest_state(straight))
+
+    out, rng, kills = tmp_path / "killed", random.Random(0), 0
+    command = _cli_train(out, shapes_h5, damsm_ckpt, "--steps", str(total))
+    for _launch in range(12):
+        runs_before = len(list(out.iterdir())) if out.is_dir() else 0
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if kills < 3:
+            _wait_for_training(out, process, runs_before)
+            time.sleep(rng.uniform(0.0, 2.0))
+            if process.poll() is None:
+                process.kill()
+                kills += 1
+        _, stderr = process.communicate(timeout=600)
+        if process.returncode == 0:
+            break
+        assert process.returncode == -signal.SIGKILL, stderr  # only our kills may stop it
+        state = _newest_state(out)
+        base = _cli_train(out, shapes_h5, damsm_ckpt, "--steps", str(total))
+        command = base if state is None else [*base[:5], "--resume", str(state)]  # --resume RUN_STATE alone
+    else:
+        pytest.fail("the run never finished")
+    assert kills >= 1
+    final = _state(_newest_state(out))
+    assert final["step"] == total
+    for name in expected["nets"]:
+        assert _max_diff(expected["nets"][name], final["nets"][name]) == 0.0, name

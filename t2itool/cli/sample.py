@@ -50,18 +50,26 @@ def run_sample(
         raise T2IError(f"--split {split} needs --data FILE (the prepared data file)")
     trunc = parse_truncation(truncation)
     snap = load_snapshot(snapshot_path, device=device)
+    store = None
     if split is not None:
         from t2itool.data.store import Store
 
-        prompts = sampling.prompts_from_split(Store(data), split, snap.vocab_sha256)
+        store = Store(data)
+        prompts = sampling.prompts_from_split(store, split, snap.vocab_sha256)
+    elif snap.text.kind == "precomputed":
+        raise T2IError(
+            f"{snap.path}: the model conditions on {snap.text.describe()}, which exist only for the captions of its "
+            "data file, so free text cannot be encoded; use --split test --data FILE"
+        )
     else:
         prompts = sampling.prompts_from_texts(
             texts or sampling.read_captions_file(captions), Vocabulary(snap.vocab_words)
         )
     jobs = sampling.jobs_for(prompts, per_caption, seed)
     result = sampling.sample(
-        snap, jobs, out, truncation=trunc, batch_size=batch_size, device=device, visualize=visualize, console=console
-    )
+        snap, jobs, out, truncation=trunc, batch_size=batch_size, device=device, visualize=visualize, console=console,
+        store=store,
+    )  # fmt: skip
     for text, words in result.missing_words.items():
         console.print(f"[yellow]warning:[/] not in the vocabulary, dropped from {text!r}: {', '.join(words)}")
     used = snap.spec.default_truncation(snap.config) if trunc == "default" else trunc

@@ -30,7 +30,7 @@ def generate_protocol(
     run_dir = snap.path.parent.parent if snap.path.parent.name == "snapshots" else snap.path.parent
     target = samples_out or run_dir / f"eval-{snap.path.stem}-{count}"
     jobs = sampling.protocol_jobs(store, "test", snap.vocab_sha256, count)
-    sampling.sample(snap, jobs, target, batch_size=batch_size, device=device, console=console)
+    sampling.sample(snap, jobs, target, batch_size=batch_size, device=device, console=console, store=store)
     console.print(f"sampled {count} images into {target}")
     return target
 
