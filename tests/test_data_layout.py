@@ -117,3 +117,18 @@ def test_older_files_are_refused_with_one_line(coco_640, tmp_path, version: int)
     result = runner.invoke(app, ["info", str(old)])
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert result.exit_code == 2 and len(errors) == 1 and "re-run prep" in result.output
+
+
+def test_fid_reference_is_the_centre_square_not_a_squashed_image(coco_640) -> None:
+    from t2itool.metrics.fidelity import ReferenceImages, resize_uint8
+
+    _, out = coco_640
+    store = Store(out)
+    reference = ReferenceImages(out, "test", 32, flips=False)
+    index = int(store.split_indices("test")[0])
+    whole = store.image(index)
+    assert whole.shape[0] != whole.shape[1]  # 76 x 101: aspect kept
+    side, left = whole.shape[0], (whole.shape[1] - whole.shape[0]) // 2
+    expected = resize_uint8(np.ascontiguousarray(whole[:, left : left + side]), 32)
+    assert np.array_equal(reference[0].permute(1, 2, 0).numpy(), np.asarray(expected))
+    assert not np.array_equal(np.asarray(expected), np.asarray(resize_uint8(whole, 32)))

@@ -52,8 +52,9 @@ def resize_uint8(image: np.ndarray, size: int) -> np.ndarray:
 
 
 class ReferenceImages(Dataset):
-    """A data file's split as bare uint8 (3, S, S) tensors, resized to the samples' resolution; with `flips`, every
-    image is followed by its horizontal mirror (the CUB convention for reference statistics)."""
+    """A data file's split as bare uint8 (3, S, S) tensors: the centre square of each stored image (format 3 keeps
+    the aspect ratio) resized to the samples' resolution, never a squashed whole image; with `flips`, every image is
+    followed by its horizontal mirror (the CUB convention for reference statistics)."""
 
     def __init__(self, data: str | os.PathLike, split: str, resolution: int, flips: bool) -> None:
         from t2itool.data.store import Store
@@ -69,7 +70,7 @@ class ReferenceImages(Dataset):
 
     def __getitem__(self, item: int) -> torch.Tensor:
         index, flip = (item // 2, item % 2 == 1) if self.flips else (item, False)
-        image = resize_uint8(self.store.image(int(self.indices[index])), self.resolution)
+        image = resize_uint8(self.store.square_image(int(self.indices[index])), self.resolution)
         if flip:
             image = image[:, ::-1]
         return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
@@ -201,6 +202,7 @@ def reference_features(
         "split": split,
         "resolution": int(resolution),
         "resize": "pil-bicubic" if store.image_size != int(resolution) else "none",
+        "crop": "centre-square",
         "flips": bool(flips),
         "extractor": extractor,
         "layers": sorted(layers),
