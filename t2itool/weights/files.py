@@ -26,13 +26,15 @@ def read_official(path: str | Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)|WeightsUnpickler error: ([^\n.]+)", str(exc))
-        what = next((g for g in found.groups() if g), "") if found else ""
-        detail = f" (it references {what})" if what else ""
-        raise T2IError(
-            f"{path}: refused: it holds more than tensors and plain containers{detail}; only weights are read "
-            "(torch.load weights_only=True), never code"
-        ) from None
+        found = re.search(r"GLOBAL (\S+) was not an allowed global", str(exc))
+        if found:  # the pickle names a class or function: code it would run or build
+            raise T2IError(
+                f"{path}: refused: it holds more than tensors and plain containers (it references "
+                f"{found.group(1)}); only weights are read (torch.load weights_only=True), never code"
+            ) from None
+        detail = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(exc))
+        reason = detail.group(1).strip() if detail else str(exc).splitlines()[0][:200]
+        raise T2IError(f"{path}: cannot be read as a torch checkpoint ({reason})") from None
     except Exception as exc:  # torch raises several types for truncated or foreign files
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else "empty or unreadable file"
         raise T2IError(f"{path}: cannot be read as a torch checkpoint ({type(exc).__name__}: {message})") from None
