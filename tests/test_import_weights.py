@@ -128,6 +128,24 @@ def dfgan_file(path: Path, size: int, seed: int = 0, **save) -> dict[str, dict[s
     return model
 
 
+def narrow_dfgan_file(path: Path, size: int, width: int, seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
+    """A DF-GAN state file with the official names at `size` px and ngf = ndf = `width` (fast to sample)."""
+    from t2itool.models.dfgan import DFGANConfig, DFGANRecipe
+
+    nets = DFGANRecipe(DFGANConfig(image_size=size, ngf=width, ndf=width)).build_networks()
+    files = {
+        "netG": f"dfgan-netG-{size}px-nf32.txt",
+        "netD": f"dfgan-netD-{size}px-nf32.txt",
+        "netC": "dfgan-netC-nf32.txt",
+    }
+    model = {
+        label: random_state(small_listing(listing(file), dfgan_ours, label, nets), seed + k)
+        for k, (label, file) in enumerate(files.items())
+    }
+    torch.save({"model": model, "optimizers": {}, "epoch": 1220}, path)
+    return model
+
+
 def dfgan_reference(config, official) -> dict:
     from t2itool.models.dfgan import DFGANRecipe
 
@@ -392,14 +410,14 @@ def test_dfgan_import_sample_score_end_to_end(tmp_path: Path, shapes_h5: str, mo
     from t2itool.training import checkpoint
 
     monkeypatch.setenv("T2ITOOL_CACHE", str(tmp_path / "cache"))
-    official = dfgan_file(tmp_path / "state_epoch_1220.pth", 64)
+    official = narrow_dfgan_file(tmp_path / "state_epoch_1220.pth", 64, width=4)
     damsm = _damsm(tmp_path, shapes_h5, 128)  # 256-d sentences, as the released DF-GAN
     snapshot = tmp_path / "dfgan-birds.pt"
     args = ["import-weights", "dfgan", str(tmp_path / "state_epoch_1220.pth"), "--data", shapes_h5, "--damsm",
             str(damsm), "--out", str(snapshot), "--preset", "birds", "--with-discriminator"]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "image_size=64" in result.output and "for --init-from" in result.output
+    assert "image_size=64" in result.output and "ngf=4" in result.output and "for --init-from" in result.output
 
     snap = checkpoint.load_snapshot(snapshot)
     assert snap.origin["imported"] and snap.origin["file"] == "state_epoch_1220.pth"
@@ -420,13 +438,17 @@ def test_dfgan_import_sample_score_end_to_end(tmp_path: Path, shapes_h5: str, mo
         checkpoint.load_state(state_path_for(snapshot))
 
     samples = tmp_path / "samples"
-    args = ["sample", str(snapshot), "--out", str(samples), "--split", "test", "--data", shapes_h5, "--batch-size", "8"]
+    captions = ["a small red circle on a white background", "this picture shows a large square that is blue"]
+    args = ["sample", str(snapshot), "--out", str(samples), "--per-caption", "2"]
+    args += [part for caption in captions for part in ("--text", caption)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["score", str(samples), "--data", shapes_h5, "--shapes-agreement", "--json"])
     assert result.exit_code == 0, result.output
     colour = json.loads(result.stdout)[0]
-    assert colour["metric"] == "colour_agreement" and colour["num_scored"] > 0 and 0 <= colour["value"] <= 1
+    assert colour["metric"] == "colour_agreement" and colour["num_scored"] == 4 and 0 <= colour["value"] <= 1
+    records = [json.loads(line) for line in (samples / "samples.jsonl").read_text().splitlines()]
+    assert len(records) == 4 and {r["caption"] for r in records} == set(captions)
 
 
 def test_cli_errors_are_one_line(tmp_path: Path, shapes_h5: str) -> None:
