@@ -91,10 +91,11 @@ def load_through(rename, official: dict[str, dict[str, torch.Tensor]], nets: dic
     """Load `nets` from official states through `rename`; square 1x1 shortcuts the official forward skips are
     dropped; strict, so every entry of ours must be filled."""
     ours: dict[str, dict[str, torch.Tensor]] = {}
+    names = {network: set(net.state_dict()) for network, net in nets.items()}
     for label, state in official.items():
         for name, value in state.items():
             network, our_name = rename(label, name)
-            if our_name not in nets[network].state_dict():
+            if our_name not in names[network]:
                 assert ".shortcut." in our_name and value.shape[0] == value.shape[1 if value.dim() > 1 else 0]
                 continue
             ours.setdefault(network, {})[our_name] = value
@@ -105,10 +106,10 @@ def load_through(rename, official: dict[str, dict[str, torch.Tensor]], nets: dic
 def small_listing(rows, rename, label: str, nets: dict) -> list[tuple[str, tuple[int, ...]]]:
     """The official names of `rows` with the shapes of our (narrower) networks; a skipped square shortcut takes the
     width of its block's first conv."""
-    small = []
+    small, states = [], {network: net.state_dict() for network, net in nets.items()}
     for name, _ in rows:
         network, ours = rename(label, name)
-        state = nets[network].state_dict()
+        state = states[network]
         if ours in state:
             small.append((name, tuple(state[ours].shape)))
         else:
@@ -178,11 +179,13 @@ def test_dfgan_state_file_imports_exactly_at_each_released_size(tmp_path: Path, 
         k for k in official["netD"] if dfgan_ours("netD", k)[1] not in imported.nets["discriminator"].state_dict()
     ]
     assert skipped and all(".conv_s." in k for k in skipped)
-    z, sentence = fixed_input(100, 256, batch=1 if size == 256 else 2)
+    z, sentence = fixed_input(100, 256, batch=1)
     with torch.no_grad():
         assert torch.equal(imported.nets["generator"](z, sentence), reference["generator"](z, sentence))
-        features = imported.nets["discriminator"](torch.rand(1, 3, size, size))
-        assert torch.equal(imported.nets["head"](features, sentence[:1]), reference["head"](features, sentence[:1]))
+        if size == 64:  # the discriminator side once (its layout is the same at every size)
+            features = imported.nets["discriminator"](torch.rand(1, 3, size, size))
+            head, expected_head = imported.nets["head"], reference["head"]
+            assert torch.equal(head(features, sentence), expected_head(features, sentence))
 
 
 def test_dfgan_bare_generator_with_prefix_and_old_serialisation(tmp_path: Path) -> None:
