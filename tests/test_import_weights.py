@@ -478,16 +478,20 @@ def test_ssagan_import_through_the_cli_samples_the_same_images(tmp_path: Path, s
     from t2itool.models.dfgan_ssacn import SSAGANRecipe
     from t2itool.training import checkpoint
 
-    netg, _, official = ssagan_files(tmp_path)
+    netg, netd, official = ssagan_files(tmp_path)
     damsm = _damsm(tmp_path, shapes_h5, 8)
     snapshot = tmp_path / "ssagan.pt"
     args = ["import-weights", "dfgan-ssacn", str(netg), "--data", shapes_h5, "--damsm", str(damsm), "--out",
-            str(snapshot), "--preset", "birds"]  # fmt: skip
+            str(snapshot), "--preset", "birds", "--discriminator", str(netd)]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
+    state = torch.load(state_path_for(snapshot), weights_only=True)
+    assert state["imported"] and sorted(state["nets"]) == ["discriminator", "generator", "head"]
+    assert state["origin"]["discriminator_files"][0]["file"] == "netD_550.pth"
     snap = checkpoint.load_snapshot(snapshot)
     reference = SSAGANRecipe(snap.config).build_networks()
-    load_through(ssagan_ours, {"netG": official["netG"]}, reference)
+    load_through(ssagan_ours, official, reference)
+    assert all(torch.equal(state["nets"]["head"][k], v) for k, v in reference["head"].state_dict().items())
     z, sentence = fixed_input(10, 16, batch=1)
     with torch.no_grad():
         assert torch.equal(snap.generator(z, sentence)[0], reference["generator"].eval()(z, sentence)[0])
