@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
         preset: str | None = typer.Option(None, "--preset", help="Paper preset: birds or coco."),
         sets: list[str] = typer.Option([], "--set", help="Model config override key=value (repeatable)."),
         with_discriminator: bool = typer.Option(
-            False, "--with-discriminator", help="Also write OUT-stem.state.pt with the discriminators (--init-from)."
+            False, "--with-discriminator", help="Also write NAME.state.pt beside OUT: discriminators for --init-from."
         ),
         discriminator: list[Path] = typer.Option(
             [], "--discriminator", help="Discriminator file(s) when FILE holds only the generator (model's order)."
