@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "t2itool.cli.sample",
     "t2itool.cli.score",
     "t2itool.cli.demo",
+    "t2itool.cli.import_weights",
     # add new command modules above this line
 ]
 

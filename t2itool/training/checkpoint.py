@@ -263,6 +263,8 @@ def load_state(path: str | Path) -> tuple[Path, dict[str, Any]]:
     obj = load_checkpoint(file, "t2itool resume state")
     if obj.get("format") != STATE_FORMAT:
         raise T2IError(f"{file}: not a t2itool resume state (format {obj.get('format')!r}); --resume needs states/")
+    if obj.get("imported"):  # import-weights --with-discriminator: networks only, no optimizers or counters
+        raise T2IError(f"{file}: imported networks cannot be resumed; start a run with --init-from {file}")
     return file, obj
 
 
