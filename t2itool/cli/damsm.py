@@ -7,7 +7,6 @@ import warnings
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from t2itool.cli.common import (
     DEVICE_HELP,
@@ -19,6 +18,7 @@ from t2itool.cli.common import (
     resolve_device,
     user_errors,
 )
+from t2itool.progress import progress_bar
 
 
 def register(app: typer.Typer) -> None:
@@ -73,8 +73,7 @@ def register(app: typer.Typer) -> None:
             device=resolve_device(device),
             resume=None if resume is None else str(resume),
         )
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=console, transient=True) as bar, warnings.catch_warnings():
+        with progress_bar(console) as bar, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the random-backbone warning is printed by the loop as a line of its own
             task = bar.add_task("epoch", total=None)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 
 import typer
 
@@ -131,15 +132,15 @@ def train_command(
     result = run(config)
     if os.environ.get("RANK", "0") != "0":  # under torchrun every rank runs this command; rank 0 reports
         return
+    closing = (
+        f"run folder {result.run_dir}: step {result.step}, {result.seconds_per_step:.3f} s/step, "
+        f"snapshot {result.snapshot}"
+    )
+    with open(Path(result.run_dir) / "log.txt", "a", encoding="utf-8") as log:  # log.txt mirrors the console
+        log.write(closing + "\n")
+    console.print(closing, highlight=False, soft_wrap=True)
     if as_json:
         print_json(dataclasses.asdict(result))
-    else:
-        console.print(
-            f"run folder {result.run_dir}: step {result.step}, {result.seconds_per_step:.3f} s/step, "
-            f"snapshot {result.snapshot}",
-            highlight=False,
-            soft_wrap=True,
-        )
     if result.interrupted:
         raise typer.Exit(130)
 

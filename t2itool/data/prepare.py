@@ -365,17 +365,9 @@ class _NoProgress:
 def _progress(show: bool) -> Any:
     if not show:
         return _NoProgress()
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from t2itool.progress import progress_bar
 
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
+    return progress_bar()
 
 
 def require_dir(path: str | os.PathLike, what: str) -> Path:
