@@ -11,7 +11,7 @@ from typing import Any
 from t2itool.errors import T2IError
 from t2itool.metrics.score import ScoreConfig, ScoreReport, check_weights, score
 
-PASSES = 10  # CUB protocol: 10 passes over the test images, one random caption each (DM-GAN/DF-GAN evaluation)
+PASSES = 10  # CUB protocol of DF-GAN's evaluation: 10 passes over the test images, one random caption each
 
 
 def data_of_samples(samples_dir: str | os.PathLike) -> Path:
