@@ -28,7 +28,7 @@ class DemoSettings:
     """Sizes chosen so that 2 CPU cores finish in under 7 minutes and the colours are clearly learnt."""
 
     out: Path = Path("demo-run")
-    device: str = "cpu"
+    device: str = "auto"
     seed: int = 0
     num_images: int = 2048  # shapes drawn (90% train)
     image_size: int = 32  # training resolution (stored at its 76/64 margin)

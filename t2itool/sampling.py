@@ -203,6 +203,29 @@ def generate_batches(
         yield batch, spec.generate(generator, noise, text)
 
 
+def run_dir_of(snapshot_path: str | os.PathLike) -> Path:
+    """The run folder a snapshot belongs to: RUN/snapshots/snapshot-N.pt and RUN/best-<metric>.pt -> RUN."""
+    path = Path(snapshot_path)
+    if path.is_dir():
+        return path
+    return path.parent.parent if path.parent.name == "snapshots" else path.parent
+
+
+def run_data_file(snapshot_path: str | os.PathLike, flag: str = "--data") -> Path:
+    """The prepared data file named by the config.json of the run `snapshot_path` belongs to (used when `flag` is
+    not given); one T2IError naming `flag` when the run records none or the file is gone."""
+    config_file = run_dir_of(snapshot_path) / "config.json"
+    try:
+        data = json.loads(config_file.read_text(encoding="utf-8")).get("data")
+    except (OSError, ValueError):
+        data = None
+    if not data:
+        raise T2IError(f"{flag} FILE is needed: {config_file} does not name the run's data file")
+    if not Path(data).is_file():
+        raise T2IError(f"{flag} FILE is needed: the run's data file {data} (from {config_file}) does not exist")
+    return Path(data)
+
+
 def generate_images(
     snapshot: Any,
     jobs: list[Job],

@@ -4,6 +4,7 @@ any other data file is refused."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,7 @@ def test_shapes_agreement_of_real_images(shapes_h5: str, tmp_path: Path) -> None
     assert result.exit_code == 0, result.output
     colour, shape = json.loads(result.stdout)
     assert colour["metric"] == "colour_agreement" and shape["metric"] == "shape_agreement"
+    assert all(time.strptime(r["time"], "%Y-%m-%dT%H:%M:%S%z") for r in (colour, shape))  # as docs/metrics.md says
     assert colour["value"] > 0.9 and colour["chance"] < 0.3 and colour["num_scored"] == len(store.split_indices("test"))
     other = _samples(store, tmp_path / "other", 1)
     result = runner.invoke(app, ["score", str(other), "--data", shapes_h5, "--shapes-agreement", "--json"])

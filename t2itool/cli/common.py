@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -16,6 +17,32 @@ console = Console(stderr=True)
 out = Console()
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# One wording of the flags several commands share, so that they mean the same everywhere.
+DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda or cuda:N."
+WORKERS_HELP = "Worker processes besides the main one; 0 = none (the main process does the work)."
+JSON_HELP = "Print one JSON document on stdout instead of text (messages stay on stderr)."
+
+
+def resolve_device(requested: str, flag: str = "--device") -> str:
+    """`auto` -> `cuda` when CUDA is available, else `cpu`; `cpu`, `cuda` and `cuda:N` are checked and kept."""
+    import torch
+
+    value = requested.strip().lower()
+    if value == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if value == "cpu":
+        return value
+    if value == "cuda" or (value.startswith("cuda:") and value[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise T2IError(f"{flag} {requested}: CUDA is not available on this machine (use {flag} cpu or auto)")
+        return value
+    raise T2IError(f"{flag} {requested!r}: expected auto, cpu, cuda or cuda:N")
+
+
+def print_json(payload: Any) -> None:
+    """The one JSON document a `--json` command prints on stdout (paths and other objects as strings)."""
+    typer.echo(json.dumps(payload, indent=2, default=str, ensure_ascii=False))
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -7,9 +7,18 @@ import warnings
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from t2itool.cli.common import console, out, user_errors
+from t2itool.cli.common import (
+    DEVICE_HELP,
+    JSON_HELP,
+    WORKERS_HELP,
+    console,
+    out,
+    print_json,
+    resolve_device,
+    user_errors,
+)
+from t2itool.progress import progress_bar
 
 
 def register(app: typer.Typer) -> None:
@@ -26,7 +35,8 @@ def register(app: typer.Typer) -> None:
         backbone_weights: str = typer.Option(
             "imagenet",
             "--backbone-weights",
-            help="Inception-v3 backbone: 'imagenet' (torchvision download), a local .pth, or 'random' (tests).",
+            help="Inception-v3 backbone: 'imagenet' (torchvision's weights: downloaded unless in the torch hub cache), "
+            "a local .pth, or 'random' (tests).",
         ),
         encoder_image_size: int = typer.Option(
             299, "--encoder-image-size", help="Image encoder input size (AttnGAN 299; smaller is faster, >= 75)."
@@ -35,10 +45,13 @@ def register(app: typer.Typer) -> None:
             None, "--checkpoint-every", help="Epochs between checkpoints (default: preset's 50/5)."
         ),
         rp_images: int | None = typer.Option(None, "--rp-images", help="Test images for R-precision (default: all)."),
-        workers: int = typer.Option(2, "--workers", help="DataLoader workers."),
-        seed: int = typer.Option(0, "--seed"),
-        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
-        resume: Path | None = typer.Option(None, "--resume", help="Checkpoint of this run to continue from."),
+        workers: int = typer.Option(2, "--workers", help=f"{WORKERS_HELP} They load the batches."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the initialisation and the data order."),
+        device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+        resume: Path | None = typer.Option(
+            None, "--resume", help="Checkpoint of this run to continue from (default: start from scratch)."
+        ),
+        as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     ) -> None:
         """Pretrain the DAMSM text and image encoders (AttnGAN) and report test R-precision per epoch."""
         from t2itool.encoders.pretrain import PretrainConfig, pretrain
@@ -57,11 +70,10 @@ def register(app: typer.Typer) -> None:
             rp_images=rp_images,
             workers=workers,
             seed=seed,
-            device=device,
+            device=resolve_device(device),
             resume=None if resume is None else str(resume),
         )
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=console, transient=True) as bar, warnings.catch_warnings():
+        with progress_bar(console) as bar, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the random-backbone warning is printed by the loop as a line of its own
             task = bar.add_task("epoch", total=None)
 
@@ -74,6 +86,9 @@ def register(app: typer.Typer) -> None:
                 config, log=lambda line: console.print(line, highlight=False, soft_wrap=True), progress=advance
             )
         last = result.stats[-1] if result.stats else {}
+        if as_json:
+            print_json({"checkpoint": result.checkpoint, "epoch": result.epoch, "last": last or None})
+            return
         summary = f"DAMSM checkpoint: {result.checkpoint} (epoch {result.epoch})"
         if last:
             summary += f"  test R-precision {100 * last['r_precision']:.2f}% ± {100 * last['r_precision_std']:.2f}"
@@ -82,10 +97,15 @@ def register(app: typer.Typer) -> None:
     @app.command("import-damsm")
     @user_errors
     def import_command(
-        text_weights: Path = typer.Argument(..., help="AttnGAN's text_encoder*.pth (e.g. text_encoder200.pth)."),
-        image_weights: Path = typer.Argument(..., help="AttnGAN's image_encoder*.pth (e.g. image_encoder200.pth)."),
+        text_weights: Path = typer.Argument(
+            ..., metavar="TEXT_WEIGHTS", help="AttnGAN's text_encoder*.pth (e.g. text_encoder200.pth)."
+        ),
+        image_weights: Path = typer.Argument(
+            ..., metavar="IMAGE_WEIGHTS", help="AttnGAN's image_encoder*.pth (e.g. image_encoder200.pth)."
+        ),
         data: Path = typer.Option(..., "--data", help="Prepared file, ideally built with --vocab captions.pickle."),
         out_file: Path = typer.Option(..., "--out", help="t2itool DAMSM checkpoint to write."),
+        as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     ) -> None:
         """Convert AttnGAN's released DAMSM encoders into a t2itool checkpoint for DATA's vocabulary."""
         from t2itool.data.store import Store
@@ -93,6 +113,12 @@ def register(app: typer.Typer) -> None:
 
         store = Store(data)
         damsm = import_attngan(text_weights, image_weights, store, out_file)
+        if as_json:
+            print_json(
+                {"checkpoint": str(out_file), "vocab_size": damsm.vocab_size, "backbone": damsm.backbone,
+                 "vocab_sha256": damsm.vocab_sha256}
+            )  # fmt: skip
+            return
         out.print(
             f"wrote {out_file}: {damsm.vocab_size} words, backbone {damsm.backbone}, vocab sha256 "
             f"{damsm.vocab_sha256[:12]}",

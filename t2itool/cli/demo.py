@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from t2itool.cli.common import console, out, user_errors
+from t2itool.cli.common import DEVICE_HELP, console, out, resolve_device, user_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -15,18 +15,20 @@ def register(app: typer.Typer) -> None:
     @user_errors
     def demo_command(
         out_dir: Path = typer.Option(Path("demo-run"), "--out", help="Folder for every file the demo writes."),
-        device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
+        device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
         steps: int | None = typer.Option(None, "--steps", help="Training steps (default: 200)."),
         quick: bool = typer.Option(False, "--quick", help="A one-minute smoke run (too short to learn)."),
         inception_weights: Path | None = typer.Option(
-            None, "--inception-weights", help="TF-Inception weights: adds FID and IS to the report."
+            None,
+            "--inception-weights",
+            help="TF-Inception weights: adds FID and IS to the report (default: none, no FID/IS).",
         ),
     ) -> None:
         """The whole pipeline on the shapes data: prep, pretrain-damsm, train dfgan-ssacn, sample, score."""
         from t2itool.demo import DemoSettings, format_report, run_demo
 
         settings = DemoSettings.quick(out_dir) if quick else DemoSettings(out=out_dir)
-        settings.device, settings.inception_weights = device, inception_weights
+        settings.device, settings.inception_weights = resolve_device(device), inception_weights
         if steps is not None:
             if steps < 1:
                 raise typer.BadParameter("must be at least 1", param_hint="--steps")

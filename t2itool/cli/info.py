@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import typer
 
-from t2itool.cli.common import out, user_errors
+from t2itool.cli.common import JSON_HELP, out, print_json, user_errors
 from t2itool.errors import T2IError
 
 
@@ -90,8 +90,8 @@ def register(app: typer.Typer) -> None:
     @app.command("info")
     @user_errors
     def info(
-        file: Path = typer.Argument(..., help="A file written by `t2itool prep`."),
-        as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
+        file: Path = typer.Argument(..., help="A file written by `t2itool prep`.", metavar="FILE"),
+        as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
         list_all: bool = typer.Option(
             False, "--list", help="Print one JSON line per image (index, key, split, captions) in the file's order."
         ),
@@ -107,7 +107,7 @@ def register(app: typer.Typer) -> None:
             return
         details = describe(file, verify=verify)
         if as_json:
-            out.print_json(json.dumps(details))
+            print_json(details)
             return
         for key, value in details.items():
             if key == "examples":

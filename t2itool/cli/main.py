@@ -37,6 +37,10 @@ def build_app() -> typer.Typer:
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_show_locals=False,
+        rich_markup_mode=None,
+        context_settings={
+            "max_content_width": 120
+        },  # help text is plain text: "[model]" stays, switches show no "<bool>" metavar
     )
 
     @app.callback()

@@ -8,12 +8,14 @@ import json
 import typer
 from rich.table import Table
 
-from t2itool.cli.common import out, user_errors
+from t2itool.cli.common import JSON_HELP, out, user_errors
 
 
 def models_command(
-    model: str | None = typer.Argument(None, help="Show this model's config fields and presets."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    model: str | None = typer.Argument(
+        None, help="Show this model's config fields and presets (default: list every model).", metavar="MODEL"
+    ),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """List the registered models, or one model's config."""
     from t2itool.models import get_model, list_models

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from t2itool.cli.common import console, user_errors
+from t2itool.cli.common import DEVICE_HELP, JSON_HELP, console, print_json, resolve_device, user_errors
 from t2itool.errors import T2IError
 
 
@@ -38,7 +38,9 @@ def run_sample(
     batch_size: int,
     device: str,
     visualize: bool,
-) -> None:
+    as_json: bool = False,
+) -> dict:
+    """Sample as the `sample` command does; returns the JSON summary it prints with --json."""
     from t2itool import sampling
     from t2itool.data.text import Vocabulary
     from t2itool.training.checkpoint import load_snapshot
@@ -46,14 +48,15 @@ def run_sample(
     sources = sum([bool(texts), captions is not None, split is not None])
     if sources != 1:
         raise T2IError("give exactly one caption source: --text (repeatable), --captions FILE or --split test")
-    if split is not None and data is None:
-        raise T2IError(f"--split {split} needs --data FILE (the prepared data file)")
     trunc = parse_truncation(truncation)
+    device = resolve_device(device)
     snap = load_snapshot(snapshot_path, device=device)
     store = None
     if split is not None:
         from t2itool.data.store import Store
 
+        if data is None:  # the data file of the run the snapshot belongs to
+            data = sampling.run_data_file(snap.path)
         store = Store(data)
         prompts = sampling.prompts_from_split(store, split, snap.vocab_sha256)
     elif snap.text.kind == "precomputed":
@@ -73,31 +76,68 @@ def run_sample(
     for text, words in result.missing_words.items():
         console.print(f"[yellow]warning:[/] not in the vocabulary, dropped from {text!r}: {', '.join(words)}")
     used = snap.spec.default_truncation(snap.config) if trunc == "default" else trunc
-    console.print(
-        f"{len(result.records)} images in {out} (samples.jsonl, grid.png); snapshot step {snap.step}, truncation {used}"
-    )
+    summary = {
+        "out": str(out), "images": len(result.records), "samples": str(out / "samples.jsonl"),
+        "grid": None if result.grid is None else str(result.grid), "snapshot": str(snap.path), "step": snap.step,
+        "truncation": used, "device": device, "data": None if data is None else str(data),
+        "missing_words": result.missing_words,
+    }  # fmt: skip
+    if as_json:
+        print_json(summary)
+    else:
+        console.print(
+            f"{len(result.records)} images in {out} (samples.jsonl, grid.png); snapshot step {snap.step}, "
+            f"truncation {used}"
+        )
+    return summary
 
 
 def register(app: typer.Typer) -> None:
     @app.command("sample")
     @user_errors
     def sample_command(
-        snapshot: Path = typer.Argument(..., help="A run folder (its newest snapshot) or a snapshot-<step>.pt file."),
+        snapshot: Path = typer.Argument(
+            ..., help="A run folder (its newest snapshot) or a snapshot-<step>.pt file.", metavar="SNAPSHOT"
+        ),
         out: Path = typer.Option(..., "--out", help="Folder for the PNGs, samples.jsonl and grid.png."),
         text: list[str] = typer.Option([], "--text", help="A caption (repeat for several)."),
-        captions: Path | None = typer.Option(None, "--captions", help="A text file, one caption a line."),
-        split: str | None = typer.Option(None, "--split", help="Every caption of this split of --data (e.g. test)."),
-        data: Path | None = typer.Option(None, "--data", help="The prepared data file (for --split)."),
+        captions: Path | None = typer.Option(
+            None,
+            "--captions",
+            help="A text file, one caption a line (default: none; give one of --text, --captions, --split).",
+        ),
+        split: str | None = typer.Option(
+            None, "--split", help="Every caption of this split (e.g. test) of --data (default: none)."
+        ),
+        data: Path | None = typer.Option(
+            None,
+            "--data",
+            help="The prepared data file for --split (default: the data file named in the config.json of the "
+            "snapshot's run).",
+        ),
         per_caption: int = typer.Option(1, "--per-caption", help="Images per caption (seeds SEED, SEED+1, ...)."),
         seed: int = typer.Option(0, "--seed", help="First seed; an image depends only on (snapshot, caption, seed)."),
         truncation: str | None = typer.Option(
             None, "--truncation", help="Noise truncation (default: the model preset's; 'none' for plain N(0, I))."
         ),
         batch_size: int = typer.Option(16, "--batch-size", help="Images per forward pass (does not change images)."),
-        device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
+        device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
         visualize: bool = typer.Option(False, "--visualize", help="Also save the model's own maps (e.g. masks)."),
+        as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     ) -> None:
         """Generate images from text with a trained snapshot."""
         run_sample(
-            snapshot, out, text, captions, split, data, per_caption, seed, truncation, batch_size, device, visualize
+            snapshot,
+            out,
+            text,
+            captions,
+            split,
+            data,
+            per_caption,
+            seed,
+            truncation,
+            batch_size,
+            device,
+            visualize,
+            as_json,
         )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from pathlib import Path
 
 import typer
 
-from t2itool.cli.common import console, parse_key_values, user_errors
+from t2itool.cli.common import DEVICE_HELP, JSON_HELP, WORKERS_HELP, console, parse_key_values, print_json, user_errors
 from t2itool.errors import T2IError
 
 
@@ -24,50 +26,89 @@ def parse_gpus(value: str | None) -> list[int] | None:
 
 
 def train_command(
-    model: str = typer.Argument(..., help="Model name (see `t2itool models`)."),
-    data: str | None = typer.Option(None, "--data", help="Prepared HDF5 file from `t2itool prep`."),
+    model: str = typer.Argument(..., help="Model name (see `t2itool models`).", metavar="MODEL"),
+    data: str | None = typer.Option(
+        None, "--data", help="Prepared HDF5 file from `t2itool prep` (default: --resume's run's)."
+    ),
     damsm: str | None = typer.Option(
-        None, "--damsm", help="DAMSM checkpoint from `t2itool pretrain-damsm` (for --text damsm and DAMSM losses)."
+        None,
+        "--damsm",
+        help="DAMSM checkpoint from `t2itool pretrain-damsm`, for --text damsm and DAMSM losses (default: --resume's "
+        "run's).",
     ),
     text: str | None = typer.Option(
-        None, "--text", help="Text source: damsm (the DAMSM encoder) or precomputed (prep --caption-features)."
+        None,
+        "--text",
+        help="Text source: damsm (the DAMSM encoder) or precomputed (prep --caption-features) (default: damsm).",
     ),
-    out_dir: str | None = typer.Option(None, "--out", help="Parent folder of numbered run folders (default: runs)."),
-    preset: str | None = typer.Option(None, "--preset", help="Paper settings: birds or coco."),
-    config_file: str | None = typer.Option(None, "--config", help="TOML file: loop options, [model] table."),
-    sets: list[str] = typer.Option([], "--set", help="Model config override key=value (repeatable)."),
+    out_dir: str | None = typer.Option(
+        None, "--out", help="Parent folder of numbered run folders (default: runs; with --resume, the run's parent)."
+    ),
+    preset: str | None = typer.Option(
+        None, "--preset", help="Paper settings: birds or coco (default: none, the model's defaults)."
+    ),
+    config_file: str | None = typer.Option(
+        None, "--config", help="TOML file: loop options, [model] table (default: none)."
+    ),
+    sets: list[str] = typer.Option(
+        [], "--set", help="Model config override key=value (repeatable; see `t2itool models MODEL`)."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config as JSON and exit."),
-    epochs: int | None = typer.Option(None, "--epochs", help="Total epochs."),
-    steps: int | None = typer.Option(None, "--steps", help="Total steps (G updates); wins over epochs."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Batch size per process."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Total epochs (default: the preset's; --steps wins)."),
+    steps: int | None = typer.Option(
+        None, "--steps", help="Total steps (G updates); wins over epochs (default: none)."
+    ),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Batch size per process (default: 8, or the preset's)."
+    ),
     seed: int | None = typer.Option(None, "--seed", help="Run seed (default: 0)."),
-    image_size: int | None = typer.Option(None, "--image-size", help="Final resolution (64, 128, 256)."),
-    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N (default: auto)."),
-    amp: str | None = typer.Option(None, "--amp", help="Mixed precision: none, bf16, fp16 (CUDA)."),
-    channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last", help="Channels-last."),
-    resume: str | None = typer.Option(None, "--resume", help="Run folder or state file to continue."),
+    image_size: int | None = typer.Option(
+        None, "--image-size", help="Final resolution: 64, 128 or 256 (default: the model's)."
+    ),
+    device: str | None = typer.Option(None, "--device", help=f"{DEVICE_HELP} (default: auto)"),
+    amp: str | None = typer.Option(None, "--amp", help="Mixed precision: none, bf16, fp16 (CUDA) (default: none)."),
+    channels_last: bool | None = typer.Option(
+        None, "--channels-last/--no-channels-last", help="Channels-last memory format (default: off)."
+    ),
+    resume: str | None = typer.Option(
+        None, "--resume", help="Run folder or state file to continue (default: start a new run)."
+    ),
     init_from: str | None = typer.Option(
         None,
         "--init-from",
-        help="Start from another run's networks: RUN_OR_FILE[:net,src=dst.module] (e.g. STAGE1_RUN:generator).",
+        help="Start from another run's networks: RUN_OR_FILE[:net,src=dst.module] (e.g. STAGE1_RUN:generator) "
+        "(default: none).",
     ),
-    gpus: str | None = typer.Option(None, "--gpus", help="GPU ids, one process each: 0,1,2,3.", metavar="IDS"),
+    gpus: str | None = typer.Option(
+        None, "--gpus", help="GPU ids, one process each: 0,1,2,3 (default: none).", metavar="IDS"
+    ),
     nproc: int | None = typer.Option(None, "--nproc", help="CPU processes (gloo backend) (default: 1)."),
-    workers: int | None = typer.Option(None, "--workers", help="DataLoader workers per process (default: 2)."),
-    grid_every: int | None = typer.Option(None, "--grid-every", help="Steps between sample grids."),
-    snapshot_every: int | None = typer.Option(None, "--snapshot-every", help="Steps between snapshots/states."),
-    keep: int | None = typer.Option(None, "--keep", help="Keep the last K snapshots and states (0 = all)."),
-    ema: float | None = typer.Option(None, "--ema", help="Generator EMA decay, e.g. 0.999 (0 = off)."),
+    workers: int | None = typer.Option(
+        None, "--workers", help=f"{WORKERS_HELP} They load batches, per process (default: 2)."
+    ),
+    grid_every: int | None = typer.Option(None, "--grid-every", help="Steps between sample grids (default: 1000)."),
+    snapshot_every: int | None = typer.Option(
+        None, "--snapshot-every", help="Steps between snapshots/states (default: 5000)."
+    ),
+    keep: int | None = typer.Option(
+        None, "--keep", help="Keep the last K snapshots and states (0 = all) (default: 3)."
+    ),
+    ema: float | None = typer.Option(
+        None, "--ema", help="Generator EMA decay, e.g. 0.999 (0 = off) (default: the model's)."
+    ),
     eval_every: int | None = typer.Option(
-        None, "--eval-every", help="Steps between evaluations of the snapshot with --metrics (default: none)."
+        None, "--eval-every", help="Steps between evaluations of the snapshot with --metrics (default: 0 = none)."
     ),
     metrics: str | None = typer.Option(
-        None, "--metrics", help="Comma-separated: fid, kid, is, r_precision, shapes_agreement (best-<metric>.pt kept)."
+        None,
+        "--metrics",
+        help="Comma-separated: fid, kid, is, r_precision, shapes_agreement (best-<metric>.pt kept) (default: none).",
     ),
     eval_images: int | None = typer.Option(None, "--eval-images", help="Test captions per evaluation (default: 1000)."),
     inception_weights: str | None = typer.Option(
         None, "--inception-weights", help="TF-Inception weights file for fid/kid/is (default: torch hub cache)."
     ),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Train MODEL on a prepared file with a pretrained DAMSM; writes a numbered run folder under --out."""
     from t2itool.training.config import resolve_config
@@ -91,12 +132,15 @@ def train_command(
     result = run(config)
     if os.environ.get("RANK", "0") != "0":  # under torchrun every rank runs this command; rank 0 reports
         return
-    console.print(
+    closing = (
         f"run folder {result.run_dir}: step {result.step}, {result.seconds_per_step:.3f} s/step, "
-        f"snapshot {result.snapshot}",
-        highlight=False,
-        soft_wrap=True,
+        f"snapshot {result.snapshot}"
     )
+    with open(Path(result.run_dir) / "log.txt", "a", encoding="utf-8") as log:  # log.txt mirrors the console
+        log.write(closing + "\n")
+    console.print(closing, highlight=False, soft_wrap=True)
+    if as_json:
+        print_json(dataclasses.asdict(result))
     if result.interrupted:
         raise typer.Exit(130)
 

@@ -89,10 +89,14 @@ def _check_cancel() -> None:
         raise PrepCancelled
 
 
-def resolve_workers(workers: int) -> int:
+def resolve_workers(workers: int | None) -> int:
+    """Worker processes besides the main one: None = one per CPU core; 0 = none (the main process does the work),
+    the meaning `--workers` has in every command."""
+    if workers is None:
+        return os.cpu_count() or 1
     if workers < 0:
-        raise T2IError(f"--workers {workers}: must be 0 (all cores) or a positive number")
-    return workers or (os.cpu_count() or 1)
+        raise T2IError(f"--workers {workers}: must be 0 (none: the main process works) or a positive number")
+    return workers
 
 
 def resize_shorter_side(image: Any, size: int) -> np.ndarray:
@@ -177,7 +181,7 @@ def _worker_init() -> None:
 
 
 def _results(tasks: list, workers: int):
-    if workers <= 1 or len(tasks) < POOL_MIN_IMAGES:
+    if workers < 1 or len(tasks) < POOL_MIN_IMAGES:
         for task in tasks:
             yield _process(task)
         return
@@ -198,7 +202,7 @@ class PrepOptions:
     square: bool = False  # store the centre square instead of the whole image (format-1 behaviour)
     vocab: Vocabulary | None = None  # imported vocabulary; None = build from all captions
     min_word_count: int = 0
-    workers: int = 0  # 0 = all cores
+    workers: int | None = None  # worker processes: None = one per core, 0 = none (the main process)
     strict: bool = False  # an unreadable image is fatal instead of skipped
     show_progress: bool = True
     caption_features: str | None = None  # SPEC of precomputed per-caption features (t2itool.data.features)
@@ -361,17 +365,9 @@ class _NoProgress:
 def _progress(show: bool) -> Any:
     if not show:
         return _NoProgress()
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from t2itool.progress import progress_bar
 
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
+    return progress_bar()
 
 
 def require_dir(path: str | os.PathLike, what: str) -> Path:

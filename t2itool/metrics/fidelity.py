@@ -16,7 +16,6 @@ import numpy as np
 import torch
 import torch_fidelity
 from PIL import Image
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader, Dataset
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
@@ -28,20 +27,11 @@ CACHE_FORMAT = "t2itool-reference-features"
 CACHE_VERSION = 1
 
 
-def progress_bar(console: Any = None) -> Progress:
-    """A rich progress bar on stderr (the shared CLI console when available)."""
-    if console is None:
-        from rich.console import Console
+def progress_bar(console: Any = None) -> Any:
+    """A rich bar on stderr on a terminal, plain progress lines otherwise (`t2itool.progress`)."""
+    from t2itool.progress import progress_bar as bar
 
-        console = Console(stderr=True)
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
+    return bar(console)
 
 
 def resize_uint8(image: np.ndarray, size: int) -> np.ndarray:

@@ -50,6 +50,7 @@ class ScoreConfig:
 class ScoreReport:
     records: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
+    samples_dir: Path | None = None  # the scored folder (the generated one for `generate_and_score`)
 
 
 def _samples_meta(samples_dir: Path) -> list[dict[str, Any]]:
@@ -59,7 +60,7 @@ def _samples_meta(samples_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in index.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def validate(config: ScoreConfig) -> None:
+def validate(config: ScoreConfig, need_samples: bool = True) -> None:
     if config.fid_flavor not in FID_FLAVORS:
         raise T2IError(f"--fid-flavor {config.fid_flavor!r}: choose one of {', '.join(FID_FLAVORS)}")
     if not (config.fid or config.isc or config.kid or config.r_precision or config.shapes_agreement) and not (
@@ -72,8 +73,32 @@ def validate(config: ScoreConfig) -> None:
         raise T2IError("--r-precision needs --damsm CKPT (the DAMSM checkpoint used in training)")
     if not Path(config.data).is_file():
         raise T2IError(f"--data {config.data}: no such file")
-    if not config.reference_only and config.samples_dir is None:
+    if need_samples and not config.reference_only and config.samples_dir is None:
         raise T2IError("give a SAMPLES_DIR (or --reference-only)")
+
+
+def check_weights(config: ScoreConfig) -> None:
+    """Every file the requested metrics will load, checked now (before any sampling or feature extraction): the
+    TF-Inception weights (FID/IS/KID), the torchvision Inception weights (--fid-flavor torchvision), the DAMSM
+    checkpoint and its vocabulary (R-precision), the data file's source (shapes agreement). One T2IError each."""
+    from t2itool.data.store import Store
+
+    validate(config, need_samples=False)
+    store = Store(config.data)
+    need_tf = config.isc or config.kid or (config.fid and config.fid_flavor == "tf")
+    if need_tf and config.extractor == TF_INCEPTION:
+        resolve_tf_weights(config.inception_weights)
+    if config.fid and config.fid_flavor == "torchvision":
+        torchvision_fid.check_weights(config.inception_weights)
+    if config.r_precision:
+        from t2itool.encoders.checkpoint import check_vocabulary, read_damsm
+
+        file, record = read_damsm(config.damsm)
+        check_vocabulary(record, store, str(file))
+    if config.shapes_agreement and store.source != "shapes":
+        raise T2IError(
+            f"--shapes-agreement: {config.data} is not from `t2itool prep shapes`; it measures shapes images only"
+        )
 
 
 def score(config: ScoreConfig, console: Any = None) -> ScoreReport:
@@ -256,11 +281,19 @@ def score(config: ScoreConfig, console: Any = None) -> ScoreReport:
 
     if config.shapes_agreement:
         for metric, value, chance, count in shapes_agreement_of_samples(samples, meta, config.data):
-            record(metric, value, None, "shapes", chance=chance, num_scored=count)
+            record(
+                metric,
+                value,
+                None,
+                "shapes",
+                chance=chance,
+                num_scored=count,
+                time=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            )
 
     for item in records:
         append_jsonl(samples_dir / "scores.jsonl", item)
-    return ScoreReport(records, notes)
+    return ScoreReport(records, notes, samples_dir)
 
 
 def shapes_agreement_of_samples(

@@ -52,6 +52,26 @@ class TorchvisionInceptionPool(nn.Module):
         return {"2048": features[0]}
 
 
+def check_weights(weights: str | os.PathLike | None) -> None:
+    """Fail now, not after sampling, when `load_torchvision_inception(weights)` could not get its weights: a missing
+    file, or no file in torchvision's cache and no network."""
+    from torchvision.models import Inception_V3_Weights
+
+    from t2itool.metrics.extractors import _online
+
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise T2IError(f"--inception-weights {weights}: no such file (torchvision inception_v3_google-*.pth)")
+        return
+    entry = Inception_V3_Weights.IMAGENET1K_V1
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(entry.url).name
+    if not cached.is_file() and not _online():
+        raise T2IError(
+            f"torchvision Inception-v3 weights are needed and there is no network: download {entry.url} into "
+            f"{cached.parent}/ or pass --inception-weights PATH"
+        )
+
+
 def load_torchvision_inception(weights: str | os.PathLike | None) -> TorchvisionInceptionPool:
     """From a state-dict file (`--inception-weights`) or torchvision's own download (IMAGENET1K_V1)."""
     if weights is not None:

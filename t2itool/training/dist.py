@@ -10,6 +10,7 @@ import os
 import socket
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -44,9 +45,21 @@ def is_main() -> bool:
     return get_rank() == 0
 
 
+_log_file: list[Path | None] = [None]  # rank 0's RUN/log.txt while a training loop runs
+
+
+def set_log_file(path: str | Path | None) -> None:
+    """Mirror `print0` lines into `path` (RUN/log.txt) from now on; None stops mirroring."""
+    _log_file[0] = None if path is None else Path(path)
+
+
 def print0(*args: Any, **kwargs: Any) -> None:
+    """Print on rank 0 (stderr), and append the line to the run's log.txt when one is set."""
     if is_main():
         print(*args, **kwargs, file=sys.stderr, flush=True)
+        if _log_file[0] is not None:
+            with open(_log_file[0], "a", encoding="utf-8") as log:
+                print(*args, sep=kwargs.get("sep", " "), file=log)
 
 
 def barrier() -> None:
@@ -73,6 +86,7 @@ def any_rank(flag: bool, device: torch.device) -> bool:
 
 
 def cleanup() -> None:
+    set_log_file(None)
     if dist.is_initialized():
         dist.destroy_process_group()
 

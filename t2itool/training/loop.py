@@ -32,7 +32,7 @@ from t2itool.training.config import TrainConfig, resolve_config, run_name, valid
 from t2itool.training.ema import EMA
 from t2itool.training.evaluate import Evaluator
 from t2itool.training.preflight import needs_damsm, preflight
-from t2itool.training.stats import StatsCollector, StatsWriter, render_grid, save_grid
+from t2itool.training.stats import StatsCollector, StatsWriter, progress_fields, render_grid, save_grid
 
 
 @dataclass
@@ -150,6 +150,7 @@ def training_loop(
 ) -> dict[str, Any]:
     rank, world_size = dist.get_rank(), dist.get_world_size()
     run_path = Path(run_dir)
+    dist.set_log_file(run_path / "log.txt")  # rank 0's console lines are mirrored there (print0, status lines)
 
     # Model, recipe and precision.
     config = spec.make_config(None, model_config)
@@ -394,7 +395,11 @@ def training_loop(
                 bad = [name for name, value in means.items() if not torch.isfinite(torch.tensor(value))]
                 now = time.perf_counter()
                 record = {"epoch": step // order.steps_per_epoch, **means, **rates}
-                record["sec_per_step"] = (now - tick_time) / max(1, step - tick_step)
+                record.update(progress_fields(
+                    tick_seconds=now - tick_time, tick_steps=step - tick_step, elapsed=now - start_time,
+                    done_steps=step - start_step, left_steps=total_steps - step, global_batch=batch_size * world_size,
+                    device=device,
+                ))  # fmt: skip
                 tick_time, tick_step = now, step
                 writer.write(step, record)
                 if bad:
@@ -424,6 +429,7 @@ def training_loop(
     elapsed = time.perf_counter() - start_time
     if stopped_early:
         dist.print0(f"interrupted at step {step}: state saved to {state_file}")
+    dist.set_log_file(None)
     return {
         "run_dir": str(run_dir),
         "step": step,

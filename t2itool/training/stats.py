@@ -46,12 +46,51 @@ class StatsCollector:
         return means
 
 
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process so far: CUDA's max allocated on a CUDA device, else the process's max RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+def progress_fields(
+    *,
+    tick_seconds: float,
+    tick_steps: int,
+    elapsed: float,
+    done_steps: int,
+    left_steps: int,
+    global_batch: int,
+    device: torch.device,
+) -> dict[str, float]:
+    """Timing of a status line: seconds per step and images per second over the tick, elapsed time of this session,
+    its ETA at the session's mean speed, and peak memory (MiB)."""
+    per_step = tick_seconds / max(1, tick_steps)
+    mean_step = elapsed / max(1, done_steps)
+    return {
+        "sec_per_step": per_step,
+        "img_per_sec": global_batch / per_step if per_step > 0 else 0.0,
+        "elapsed_sec": elapsed,
+        "eta_sec": mean_step * max(0, left_steps),
+        "peak_mem_mb": peak_memory_mb(device),
+    }  # fmt: skip
+
+
+CLOCK_FIELDS = ("elapsed_sec", "eta_sec")  # shown as h:mm:ss on the console
+
+
 class StatsWriter:
-    """Rank 0's outputs for one run: console status line, stats.jsonl and optional TensorBoard events."""
+    """Rank 0's outputs for one run: console status line (mirrored into log.txt), stats.jsonl and optional TensorBoard
+    events."""
 
     def __init__(self, run_dir: Path, enabled: bool, console: Console | None = None) -> None:
         self.enabled = enabled
         self.jsonl = run_dir / "stats.jsonl"
+        self.log = run_dir / "log.txt"
         self.console = console or Console(stderr=True)
         self.tensorboard = None
         if enabled and importlib.util.find_spec("tensorboard") is not None:
@@ -65,13 +104,19 @@ class StatsWriter:
             return
         if jsonl:
             append_jsonl(self.jsonl, {"step": step, **record})
+        from t2itool.progress import clock
+
         fields = []
         for name, value in record.items():
-            if isinstance(value, float):
+            if name in CLOCK_FIELDS:
+                fields.append(f"{name.removesuffix('_sec')} {clock(value)}")
+            elif isinstance(value, float):
                 fields.append(f"{name} {value:.4g}" if math.isfinite(value) else f"{name} {value}")
             else:
                 fields.append(f"{name} {value}")
         self.console.print(f"[bold]step {step}[/]  " + "  ".join(fields), highlight=False, soft_wrap=True)
+        with open(self.log, "a", encoding="utf-8") as log:
+            log.write(f"step {step}  " + "  ".join(fields) + "\n")
         if self.tensorboard is not None:
             for name, value in record.items():
                 self.tensorboard.add_scalar(name, value, step)

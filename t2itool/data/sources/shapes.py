@@ -144,7 +144,7 @@ def build_shapes(
     num_images: int = 2048,
     image_size: int = 304,
     seed: int = 0,
-    workers: int = 1,  # drawing is cheaper than shipping pixels between processes: one process is fastest
+    workers: int = 0,  # drawing is cheaper than shipping pixels between processes: no workers is fastest
     image_format: str = "raw",
     show_progress: bool = False,
     caption_features: str | None = None,  # SPEC of precomputed caption features (see t2itool.data.features)
