@@ -17,10 +17,16 @@ def register(app: typer.Typer) -> None:
         file: Path = typer.Argument(..., help="The official checkpoint (state file or generator state dict)."),
         data: Path = typer.Option(..., "--data", help="Prepared data file (its vocabulary goes into the snapshot)."),
         damsm: Path | None = typer.Option(
-            None, "--damsm", help="DAMSM checkpoint of the text encoder the weights were trained with (import-damsm)."
+            None,
+            "--damsm",
+            help="DAMSM checkpoint the weights were trained with (default: none; needed with --text damsm).",
         ),
         out_file: Path = typer.Option(..., "--out", help="Snapshot file to write."),
-        preset: str | None = typer.Option(None, "--preset", help="Paper preset: birds or coco."),
+        preset: str | None = typer.Option(
+            None,
+            "--preset",
+            help="Paper preset: birds or coco (default: none: model defaults and what the file fixes).",
+        ),
         sets: list[str] = typer.Option([], "--set", help="Model config override key=value (repeatable)."),
         with_discriminator: bool = typer.Option(
             False, "--with-discriminator", help="Also write NAME.state.pt beside OUT: discriminators for --init-from."
