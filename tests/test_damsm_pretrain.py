@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from t2itool.cli.main import app
 from t2itool.data.store import Store
 from t2itool.encoders import load_damsm
-from t2itool.encoders.pretrain import PretrainConfig, epoch_lr, pretrain
+from t2itool.encoders.pretrain import PretrainConfig, clip_text_gradients, epoch_lr, pretrain
+from t2itool.encoders.text import TextEncoder
 
 runner = CliRunner()
 SMALL = ["--backbone-weights", "random", "--encoder-image-size", "80", "--workers", "0"]
@@ -92,6 +93,25 @@ def test_learning_rate_schedule_has_attngan_floor() -> None:
     assert epoch_lr(config, 0) == 2e-3 and epoch_lr(config, 1) == pytest.approx(2e-3 * 0.98)
     late = [epoch_lr(config, e) for e in (200, 400, 599)]
     assert late[0] == late[1] == late[2] and 1.9e-4 < late[0] <= 2e-4  # decays while above lr/10, then stays
+
+
+def test_gradient_clip_covers_the_embedding() -> None:
+    """AttnGAN clips embedding + LSTM together: a loss on the embedding alone must see its gradient scaled down."""
+    torch.manual_seed(0)
+    encoder = TextEncoder(30)
+    tokens = torch.randint(1, 30, (4, 6))
+    words, sentence = encoder(tokens, torch.tensor([6, 5, 4, 3]))
+    (1e3 * encoder.encoder(tokens).pow(2).sum() + words.sum() + sentence.sum()).backward()
+    before = {name: p.grad.clone() for name, p in encoder.named_parameters()}
+    total = torch.linalg.vector_norm(torch.stack([g.norm() for g in before.values()]))
+    assert before["encoder.weight"].norm() > 10 * 0.25  # the embedding dominates and is far above the limit
+    returned = clip_text_gradients(encoder, 0.25)
+    torch.testing.assert_close(returned, total)
+    after = {name: p.grad for name, p in encoder.named_parameters()}
+    torch.testing.assert_close(torch.linalg.vector_norm(torch.stack([g.norm() for g in after.values()])),
+                               torch.tensor(0.25), rtol=1e-4, atol=0)  # fmt: skip
+    for name in before:  # one common factor for every parameter, the embedding included
+        torch.testing.assert_close(after[name], before[name] * (0.25 / total), rtol=1e-4, atol=1e-9, msg=name)
 
 
 def test_errors_are_one_line_and_write_nothing(birds_h5: str, shapes_h5: str, tmp_path: Path) -> None:

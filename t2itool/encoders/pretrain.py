@@ -1,8 +1,9 @@
-"""`pretrain-damsm`: AttnGAN's DAMSM pretraining (REFERENCES 2.3) over a prepared data file.
+"""`pretrain-damsm`: AttnGAN's DAMSM pretraining (taoxugit/AttnGAN code/pretrain_DAMSM.py, cfg/DAMSM/*.yml) over a
+prepared data file.
 
 One flat loop: per epoch, a fresh Adam (AttnGAN re-creates it every epoch) at the epoch's learning rate, the DAMSM
-loss on random crops, the LSTM's gradients clipped, then the test loss, test R-precision, a stats line and, every
-`checkpoint_every` epochs and at the end, a checkpoint that `--resume` continues exactly.
+loss on random crops, the text encoder's gradients clipped, then the test loss, test R-precision, a stats line
+and, every `checkpoint_every` epochs and at the end, a checkpoint that `--resume` continues exactly.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class PretrainConfig:
     lr_decay: float = 0.98  # per epoch, while lr > lr * lr_floor
     lr_floor: float = 0.1  # as a fraction of the initial lr
     betas: tuple[float, float] = (0.5, 0.999)
-    grad_clip: float = 0.25  # on the LSTM's parameters only, as AttnGAN
+    grad_clip: float = 0.25  # norm over the whole text encoder (embedding + LSTM), as AttnGAN's RNN_GRAD_CLIP
     reset_optimizer: bool = True  # AttnGAN re-creates Adam every epoch; False keeps its moments
     max_words: int | None = None  # caption length cap (preset: 18 birds, 15 coco)
     gamma1: float = 4.0
@@ -115,6 +116,12 @@ def epoch_lr(config: PretrainConfig, epoch: int) -> float:
         if lr > floor:
             lr *= config.lr_decay
     return lr
+
+
+def clip_text_gradients(text_encoder: TextEncoder, max_norm: float) -> torch.Tensor:
+    """Clip the gradient norm of the whole text encoder, embedding and LSTM together: AttnGAN's pretrain_DAMSM.py
+    clips `rnn_model.parameters()`, and its RNN_ENCODER holds the embedding. Returns the norm before clipping."""
+    return torch.nn.utils.clip_grad_norm_(list(text_encoder.parameters()), max_norm)
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -287,7 +294,7 @@ def pretrain(
                 raise T2IError(f"epoch {epoch + 1}, step {steps + 1}: non-finite DAMSM loss; try a lower --lr")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(text_encoder.rnn.parameters(), config.grad_clip)
+            clip_text_gradients(text_encoder, config.grad_clip)
             optimizer.step()
             word_sum, sentence_sum, steps = word_sum + loss_w.item(), sentence_sum + loss_s.item(), steps + 1
             if progress is not None:
