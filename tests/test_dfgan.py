@@ -117,4 +117,8 @@ def test_spec_config_and_presets() -> None:
     optimizers = spec.recipe_cls(config).build_optimizers(spec.recipe_cls(config).build_networks(), None)
     assert optimizers["generator"].defaults["lr"] == 1e-4 and optimizers["discriminator"].defaults["lr"] == 4e-4
     assert optimizers["discriminator"].defaults["betas"] == (0.0, 0.9)
-    assert spec.train_presets["birds"] == {"batch_size": 32, "epochs": 1301}
+    # Paper global batch; epochs as the code's range(1, max_epoch): max_epoch 1301 / 301 / 1001 run 1300 / 300 / 1000.
+    assert spec.train_presets["birds"] == {"global_batch": 32, "epochs": 1300}
+    assert spec.train_presets["coco"] == {"global_batch": 32, "epochs": 300}
+    assert spec.train_presets["flowers"] == {"global_batch": 32, "epochs": 1000}
+    assert spec.presets["flowers"] == {"image_size": 256}

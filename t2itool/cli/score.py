@@ -11,20 +11,28 @@ from rich.table import Table
 from t2itool.cli.common import console, out, user_errors
 from t2itool.errors import T2IError
 
-PASSES = 10  # CUB protocol: 10 passes over the test images, one random caption each (REFERENCES 4.2)
-
 
 def generate_protocol(
-    run: Path, data: Path, samples_out: Path | None, num_images: int | None, device: str, batch_size: int
+    run: Path,
+    data: Path,
+    samples_out: Path | None,
+    num_images: int | None,
+    device: str,
+    batch_size: int,
+    passes: int | None = None,
 ) -> Path:
-    """Sample the standard protocol from a run folder or snapshot; returns the samples folder."""
+    """Sample the standard protocol from a run folder or snapshot: `passes` over the test images, one random caption
+    each (default per dataset, DF-GAN's sample_times: CUB 10, COCO 1), or `num_images`; returns the samples folder."""
     from t2itool import sampling
     from t2itool.data.store import Store
     from t2itool.training.checkpoint import load_snapshot
 
     snap = load_snapshot(run, device=device)
     store = Store(data)
-    count = num_images if num_images is not None else PASSES * len(store.split_indices("test"))
+    if passes is not None and passes < 1:
+        raise T2IError(f"--passes {passes}: must be at least 1")
+    passes = passes if passes is not None else sampling.default_passes(store)
+    count = num_images if num_images is not None else passes * len(store.split_indices("test"))
     if count < 1:
         raise T2IError(f"--num-images {count}: must be at least 1")
     run_dir = snap.path.parent.parent if snap.path.parent.name == "snapshots" else snap.path.parent
@@ -82,7 +90,10 @@ def register(app: typer.Typer) -> None:
         no_flips: bool = typer.Option(False, "--no-flips", help="Reference without horizontal flips (not CUB's)."),
         kid_subset_size: int = typer.Option(1000, "--kid-subset-size", help="KID subset size."),
         generate: bool = typer.Option(False, "--generate", help="TARGET is a run/snapshot: sample the protocol first."),
-        num_images: int | None = typer.Option(None, "--num-images", help="--generate: images (default 10 passes)."),
+        num_images: int | None = typer.Option(None, "--num-images", help="--generate: images (default: --passes)."),
+        passes: int | None = typer.Option(
+            None, "--passes", help="--generate: passes over the test images (default CUB 10, COCO 1, others 1)."
+        ),
         samples_out: Path | None = typer.Option(None, "--samples-out", help="--generate: where the samples go."),
         extractor: str = typer.Option(
             "inception-v3-compat", "--extractor", help="A registered torch-fidelity extractor."
@@ -96,7 +107,7 @@ def register(app: typer.Typer) -> None:
         if generate:
             if target is None:
                 raise T2IError("--generate needs a RUN folder or snapshot file as the argument")
-            target = generate_protocol(target, data, samples_out, num_images, device, min(batch_size, 32))
+            target = generate_protocol(target, data, samples_out, num_images, device, min(batch_size, 32), passes)
         config = ScoreConfig(
             samples_dir=target,
             data=data,
