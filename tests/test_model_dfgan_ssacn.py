@@ -318,3 +318,29 @@ def test_training_loop_end_to_end_with_finetuned_text_encoder(shapes_h5: str, tm
     with torch.no_grad():
         out = snapshot.spec.generate(snapshot.generator, {"z": torch.randn(2, 100)}, _features(torch.randn(2, 256)))
     assert [m.shape[-1] for m in out.maps["mask"]] == [4, 8, 16, 32]
+
+
+@pytest.mark.slow
+def test_two_processes_keep_the_one_process_batch_statistics(shapes_h5: str, tmp_path: Path) -> None:
+    """The official run is one process with batch 24 and synchronised batch norm: by default 2 processes with half
+    the batch each end with the 1-process running statistics; `sync_batchnorm=false` (per-process) does not."""
+    from test_train_loop import make_damsm
+
+    from t2itool.training import train
+
+    damsm = make_damsm(shapes_h5, tmp_path / "damsm.pt")
+    common = dict(data=shapes_h5, damsm=damsm, out=str(tmp_path / "runs"), steps=1, snapshot_every=0, workers=0,
+                  grid_every=0, grid_size=2, status_every=1, image_size=32)  # fmt: skip
+    tiny = {"ngf": "4", "ndf": "4", "mask_hidden": "4"}
+
+    def running(result) -> dict[str, torch.Tensor]:
+        state = torch.load(result.state, map_location="cpu", weights_only=True)
+        return {k: v for k, v in state["nets"]["generator"].items() if "running" in k}
+
+    one = running(train("dfgan-ssacn", batch_size=4, sets=tiny, **common))
+    assert one and len(one) >= 4
+    synced = running(train("dfgan-ssacn", batch_size=2, nproc=2, sets=tiny, **common))
+    local = running(train("dfgan-ssacn", batch_size=2, nproc=2, sets={**tiny, "sync_batchnorm": "false"}, **common))
+    for key in one:
+        torch.testing.assert_close(synced[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
+    assert max((local[k] - one[k]).abs().max().item() for k in one) > 1e-3  # per-process statistics differ
