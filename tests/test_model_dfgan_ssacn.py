@@ -264,7 +264,7 @@ def test_spec_presets_and_config() -> None:
     assert (config.ngf, config.image_size) == (64, 256)
     assert isinstance(config.beta1, float) and isinstance(config.damsm_weight, float)
     assert config.effective_damsm_weight == 1.0
-    assert spec.train_presets["birds"] == {"batch_size": 24, "epochs": 600}
+    assert spec.train_presets["birds"] == {"global_batch": 24, "epochs": 600}  # the official one-process batch
     assert spec.train_presets["coco"]["epochs"] == 120
     assert spec.default_truncation(config) is None  # SSA-GAN samples from plain N(0, I)
     assert [(n.name, n.dim, n.truncated) for n in spec.noise_streams(config)] == [("z", 100, True)]
@@ -344,3 +344,76 @@ def test_two_processes_keep_the_one_process_batch_statistics(shapes_h5: str, tmp
     for key in one:
         torch.testing.assert_close(synced[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
     assert max((local[k] - one[k]).abs().max().item() for k in one) > 1e-3  # per-process statistics differ
+
+
+def test_finetune_uses_batch_statistics_of_the_image_encoder_by_default() -> None:
+    """main_finetune.py never puts the image encoder in eval mode: its Inception batch norm normalises each batch with
+    its own statistics. `finetune_batch_statistics=false` keeps the running statistics (eval mode)."""
+    from types import SimpleNamespace
+
+    from t2itool.encoders import ImageEncoder
+    from t2itool.encoders.image import randomize_backbone
+    from t2itool.models.dfgan_ssacn.recipe import ImageProjections
+
+    torch.manual_seed(0)
+    encoder = ImageEncoder(16, 80)
+    randomize_backbone(encoder, seed=0)
+    with torch.no_grad():  # running statistics far from any batch's, so the two modes differ clearly
+        for module in encoder.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.fill_(0.5)
+                module.running_var.fill_(4.0)
+    encoder.eval().requires_grad_(False)
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    images = torch.rand(3, 3, 80, 80) * 2 - 1
+    with torch.no_grad():
+        eval_regions, eval_code = encoder(images)
+        reference = copy.deepcopy(encoder)
+        for module in reference.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.train()
+        train_regions, train_code = reference(images)
+
+    def features(**overrides):
+        config = SSAGANConfig(image_size=32, ngf=2, ndf=2, cond_dim=16, finetune_text_encoder=True, **overrides)
+        projections = ImageProjections(16)
+        ctx = SimpleNamespace(image_encoder=encoder, nets={"image_projections": projections})
+        with torch.no_grad():
+            return SSAGANRecipe(config)._image_features(ctx, images)
+
+    assert SSAGANConfig().finetune_batch_statistics
+    regions, code = features()
+    torch.testing.assert_close(regions, train_regions, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(code, train_code, rtol=1e-4, atol=1e-5)
+    assert (code - eval_code).abs().max() > 1e-2
+    assert not any(m.training for m in encoder.modules())  # modes restored
+    for key, value in encoder.state_dict().items():  # running averages untouched
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0, msg=key)
+    regions, code = features(finetune_batch_statistics=False)
+    torch.testing.assert_close(regions, eval_regions, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(code, eval_code, rtol=1e-5, atol=1e-6)
+
+
+def test_damsm_term_ablations() -> None:
+    """damsm_terms: both = L_w + L_s (default), sentence = L_s only, word = L_w only (official losses_s/_w.py)."""
+    from types import SimpleNamespace
+
+    from t2itool.encoders.features import TextFeatures
+    from t2itool.encoders.losses import sentence_loss, word_loss
+
+    torch.manual_seed(0)
+    regions, code = torch.randn(4, 16, 5, 5), torch.randn(4, 16)
+    words, sentence, lengths = torch.randn(4, 16, 6), torch.randn(4, 16), torch.tensor([6, 4, 3, 5])
+    text = TextFeatures(words, sentence, torch.arange(6)[None] >= lengths[:, None], lengths)
+    batch = SimpleNamespace(class_ids=torch.tensor([1, 2, 1, 3]))
+    ctx = SimpleNamespace(gather=lambda tensor, grad=False: tensor)
+    gammas = dict(gamma1=5.0, gamma2=5.0, gamma3=10.0)
+    loss_w = word_loss(regions, words, lengths, batch.class_ids, *gammas.values())
+    loss_s = sentence_loss(code, sentence, batch.class_ids, 10.0)
+    assert SSAGANConfig().damsm_terms == "both"
+    for terms, expected in (("both", loss_w + loss_s), ("sentence", loss_s), ("word", loss_w)):
+        recipe = SSAGANRecipe(SSAGANConfig(image_size=32, ngf=2, ndf=2, damsm_terms=terms))
+        got = recipe._damsm((regions, code), text, batch, ctx)
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6, msg=terms)
+    with pytest.raises(ValueError, match="damsm_terms"):
+        SSAGANConfig(damsm_terms="words")
