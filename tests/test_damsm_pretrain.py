@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from typer.testing import CliRunner
 
 from t2itool.cli.main import app
 from t2itool.data.store import Store
 from t2itool.encoders import load_damsm
+from t2itool.encoders.attention_maps import LABEL, TILE, render_attention, word_attention
 from t2itool.encoders.pretrain import PretrainConfig, clip_text_gradients, epoch_lr, pretrain
 from t2itool.encoders.text import TextEncoder
 
@@ -46,6 +49,10 @@ def test_pretrain_cli_on_cub_layout(birds_h5: str, tmp_path: Path) -> None:
         assert record["train_loss"] > 0 and record["test_loss"] > 0
     assert stats[1]["lr"] == pytest.approx(2e-3 * 0.98)
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["damsm-epoch0001.pt", "damsm-epoch0002.pt"]
+    # Attention maps every --checkpoint-every epochs by default: 3 test captions (the CUB fixture has 3 test images).
+    assert sorted(p.name for p in (out / "attention").iterdir()) == ["epoch0001.png", "epoch0002.png"]
+    width, height = Image.open(out / "attention" / "epoch0002.png").size
+    assert height == 3 * (TILE + LABEL) and width % TILE == 0 and width >= 2 * TILE
     damsm = load_damsm(out / "damsm.pt", store=Store(birds_h5))
     assert (
         damsm.epoch == 2
@@ -112,6 +119,27 @@ def test_gradient_clip_covers_the_embedding() -> None:
                                torch.tensor(0.25), rtol=1e-4, atol=0)  # fmt: skip
     for name in before:  # one common factor for every parameter, the embedding included
         torch.testing.assert_close(after[name], before[name] * (0.25 / total), rtol=1e-4, atol=1e-9, msg=name)
+
+
+def test_word_attention_and_its_picture(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    regions, words, lengths = torch.randn(2, 8, 3, 4), torch.randn(2, 8, 5), torch.tensor([5, 2])
+    attention = word_attention(regions, words, lengths, gamma1=4.0)
+    assert attention.shape == (2, 5, 3, 4)
+    sums = attention.sum(dim=(2, 3))
+    torch.testing.assert_close(sums[0], torch.ones(5))
+    torch.testing.assert_close(sums[1, :2], torch.ones(2))
+    assert sums[1, 2:].abs().max() == 0  # padding attends nowhere
+    # Word 0 of caption 1 by the formulas: softmax over the caption's 2 words per region, then over regions.
+    s = torch.einsum("dt,dr->tr", words[1, :, :2], regions[1].reshape(8, -1)).softmax(0)
+    torch.testing.assert_close(attention[1, 0].reshape(-1), (4.0 * s[0]).softmax(0))
+    images = torch.rand(2, 3, 20, 20) * 2 - 1
+    path = render_attention(
+        images, attention, [["a", "red", "bird", "with", "wings"], ["blue", "sky"]], tmp_path / "a.png"
+    )
+    picture = np.asarray(Image.open(path))
+    assert picture.shape == (2 * (TILE + LABEL), 6 * TILE, 3)
+    assert (picture[TILE + LABEL :, 3 * TILE :] == 255).all()  # the short caption's row stays blank after 2 words
 
 
 def test_errors_are_one_line_and_write_nothing(birds_h5: str, shapes_h5: str, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from t2itool.data.dataset import CaptionDataset
 from t2itool.data.store import Store
+from t2itool.encoders.attention_maps import render_attention, word_attention
 from t2itool.encoders.checkpoint import (
     CHECKPOINT_NAME,
     check_vocabulary,
@@ -60,6 +61,8 @@ class PretrainConfig:
     encoder_image_size: int = 299  # crop fed to the image encoder (from a 76/64 larger resize, AttnGAN's 355 -> 299)
     backbone_weights: str = "imagenet"  # imagenet (download) | PATH | random
     checkpoint_every: int | None = None  # epochs (preset: 50 birds, 5 coco)
+    attention_every: int | None = None  # epochs between attention-map images (None: checkpoint_every; 0: never)
+    attention_captions: int = 4  # test captions (the first test images') drawn in each attention-map image
     val_batches: int = 50  # test batches for the test loss (AttnGAN validates on ~50)
     rp_images: int | None = None  # test images for R-precision per epoch (None: all)
     workers: int = 2  # DataLoader workers
@@ -76,6 +79,14 @@ class PretrainConfig:
         for key in ("epochs", "max_words", "checkpoint_every"):
             if getattr(config, key) is None:
                 setattr(config, key, preset[key])
+        if config.attention_every is None:
+            config.attention_every = config.checkpoint_every
+        for flag, value in (
+            ("--attention-every", config.attention_every),
+            ("--attention-captions", config.attention_captions),
+        ):
+            if value < 0:
+                raise T2IError(f"{flag} {value}: must be at least 0")
         for flag, value in (
             ("--epochs", config.epochs),
             ("--batch-size", config.batch_size),
@@ -185,6 +196,34 @@ def evaluate(
         "r_precision_std": result.std,
         "r_precision_images": result.num_images,
     }
+
+
+@torch.no_grad()
+def write_attention_maps(
+    text_encoder: TextEncoder,
+    image_encoder: ImageEncoder,
+    test_set: CaptionDataset,
+    config: PretrainConfig,
+    device: torch.device,
+    path: Path,
+) -> Path | None:
+    """AttnGAN-style attention maps (pretrain_DAMSM.py writes them during training) for the first test images'
+    captions: `path`, one row per caption. The captions are the test set's seeded draws, the same every epoch."""
+    count = min(config.attention_captions, len(test_set))
+    if count == 0:
+        return None
+    text_encoder.eval()
+    image_encoder.eval()
+    items = [test_set[position] for position in range(count)]
+    images = torch.stack([item["images"][0] for item in items]).to(device)
+    tokens = torch.stack([torch.as_tensor(item["tokens"]) for item in items]).to(device)
+    lengths = torch.as_tensor([int(item["length"]) for item in items])
+    regions, _ = image_encoder(images)
+    words, _ = text_encoder(tokens, lengths)
+    attention = word_attention(regions, words, lengths, config.gamma1).cpu()
+    vocab = test_set.store.vocab.words
+    captions = [[vocab[int(t)] for t in tokens[row, : int(lengths[row])]] for row in range(count)]
+    return render_attention(images.cpu(), attention, captions, path)
 
 
 @dataclass
@@ -315,6 +354,9 @@ def pretrain(
             f"R-precision {100 * record['r_precision']:.1f}% ± {100 * record['r_precision_std']:.1f}  "
             f"lr {lr:.2e}  {record['seconds']:.0f} s"
         )
+        if config.attention_every and ((epoch + 1) % config.attention_every == 0 or epoch + 1 == config.epochs):
+            target = out / "attention" / f"epoch{epoch + 1:04d}.png"
+            write_attention_maps(text_encoder, image_encoder, test_set, config, device, target)
         if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
             extra = {
                 "pretrain_state": {
