@@ -1,4 +1,4 @@
-"""dfgan-ssacn (SSA-GAN): layer rules, parameter counts against REFERENCES 3.4 / 9, shapes, masks, identity init,
+"""dfgan-ssacn (SSA-GAN): layer rules, parameter counts against the official classes, shapes, masks, identity init,
 and CPU training steps through the recipe (frozen vs. fine-tuned text encoder, DAMSM weight, MA-GP step)."""
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from t2itool.models.recipe import Batch
 from t2itool.models.registry import GeneratorOutput, get_model
 from t2itool.noise import NoiseStream
 
-# Block tables written out from REFERENCES 3.3/3.4 (multipliers of ngf / ndf), not derived from the code.
+# Block tables written out from wtliao/text2image model.py NetG/NetD (multipliers of ngf / ndf), not derived from
+# our code.
 G_BLOCKS = {
     64: [(8, 8), (8, 8), (8, 4), (4, 2), (2, 1)],
     128: [(8, 8), (8, 8), (8, 8), (8, 4), (4, 2), (2, 1)],
@@ -35,7 +36,8 @@ D_BLOCKS = {
     128: [(1, 2), (2, 4), (4, 8), (8, 16), (16, 16)],
     256: [(1, 2), (2, 4), (4, 8), (8, 16), (16, 16), (16, 16)],  # 2020 DF-GAN NetD, up to 16 ndf
 }
-# REFERENCES 9: official totals; the official NetD builds two 1x1 shortcut convs (16ndf -> 16ndf) it never applies.
+# Totals of wtliao/text2image model.py NetG/NetD built on CPU;
+# the official NetD builds two 1x1 shortcut convs (16ndf -> 16ndf) it never applies.
 PAPER_G_256 = 29_494_273
 PAPER_D_WITH_HEAD_256 = 80_379_526
 PAPER_HEAD = 1_476_608
