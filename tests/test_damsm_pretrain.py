@@ -147,6 +147,9 @@ def test_errors_are_one_line_and_write_nothing(birds_h5: str, shapes_h5: str, tm
     result, output = _invoke([*base, "--out", str(tmp_path / "a"), "--batch-size", "64"])
     assert result.exit_code == 2 and "--batch-size 64" in output and "6 training images" in output
     assert not (tmp_path / "a" / "damsm.pt").exists()
+    result, output = _invoke([*base, "--out", str(tmp_path / "c"), "--attention-every", "-1"])
+    assert result.exit_code == 2 and "--attention-every -1: must be at least 0" in output
+    assert not (tmp_path / "c").exists()
     base = [*base, "--batch-size", "3"]
     result, output = _invoke([*base, "--out", str(tmp_path / "b"), "--backbone-weights", str(tmp_path / "no.pth")])
     assert result.exit_code == 2 and "no.pth: no such file" in output and "Traceback" not in output
