@@ -36,7 +36,7 @@ t2itool train "$MODEL" --data "$OUT/birds.h5" --damsm "$OUT/damsm/damsm.pt" --ou
     --gpus "$GPUS"
 RUN=$(ls -d "$OUT"/runs/*-"$MODEL"-* | tail -n 1)
 
-# 4. Samples for a few captions, then the standard protocol: 10 passes over the test captions, scored.
+# 4. Samples for a few captions, then the standard protocol: 10 passes over the test captions (CUB's default), scored.
 t2itool sample "$RUN" --out "$OUT/samples-text" --device cuda \
     --text "this bird is red with white and has a very short beak" \
     --text "a small yellow bird with black wings and a short pointed beak"

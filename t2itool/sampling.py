@@ -16,10 +16,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from t2itool.data.text import Vocabulary, pad_tokens, tokenize
+from t2itool.data.dataset import sample_caption
+from t2itool.data.text import Vocabulary, tokenize
 from t2itool.errors import T2IError
 from t2itool.fileio import atomic_path, atomic_write_text
-from t2itool.noise import draw_rows
+from t2itool.noise import draw_rows, row_seed
+
+# Passes over the test images per dataset (tobran/DF-GAN code/cfg/{bird,coco}.yml sample_times): the data
+# file's source names the dataset; others get one pass.
+PROTOCOL_PASSES = {"cub": 10, "coco": 1}
 
 
 @dataclass
@@ -97,6 +102,11 @@ def _store_prompt(store: Any, caption_index: int) -> Prompt:
     return Prompt(caption_index, store.caption_text(caption_index), [words[i] for i in ids], ids, [], caption_index)
 
 
+def default_passes(store: Any) -> int:
+    """Evaluation passes over the test split for the data file's dataset (CUB 10, COCO 1, as DF-GAN's configs)."""
+    return PROTOCOL_PASSES.get(str(getattr(store, "source", "")).lower(), 1)
+
+
 def protocol_jobs(store: Any, split: str, vocab_sha256: str, num_images: int, seed: int = 0) -> list[Job]:
     """The evaluation protocol: passes over the split's images, one random caption per image per pass (drawn with
     `seed`), pass p sampled with seed `seed + p`, until `num_images` jobs (CUB: 10 passes over the test set)."""
@@ -129,11 +139,26 @@ def noise_keys(jobs: list[Job]) -> list[tuple]:
     return [("sample", job.prompt.key, job.seed) for job in jobs]
 
 
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(B, 3, H, W) in [-1, 1] -> uint8 (B, H, W, 3)."""
+def to_uint8(images: torch.Tensor, rounding: bool = False) -> np.ndarray:
+    """(B, 3, H, W) in [-1, 1] -> uint8 (B, H, W, 3): (x + 1) * 127.5 truncated towards zero, as the official code
+    saves images (tobran/DF-GAN code/lib/utils.py save_img, `astype(np.uint8)`); `rounding=True` rounds to the
+    nearest level instead (on average half a level brighter)."""
     assert images.dim() == 4 and images.shape[1] == 3, tuple(images.shape)
-    scaled = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round()
+    scaled = (images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5
+    scaled = scaled.round() if rounding else scaled.floor()  # floor == truncation on [0, 255]
     return scaled.to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def caption_rows(jobs: list[Job], max_words: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids (B, max_words) and lengths (B,) of the jobs' captions. A caption longer than `max_words` keeps a
+    random in-order subset of its words, as in training (AttnGAN's get_caption), drawn from (caption key, seed)."""
+    rows, lengths = [], []
+    for job in jobs:
+        rng = np.random.default_rng(row_seed("words", job.prompt.key, job.seed))
+        tokens, length = sample_caption(np.asarray(job.prompt.ids, dtype=np.int64), max_words, rng)
+        rows.append(tokens)
+        lengths.append(length)
+    return torch.from_numpy(np.stack(rows)), torch.tensor(lengths, dtype=torch.int64)
 
 
 def _map_strip(maps: list[torch.Tensor], row: int, size: int) -> np.ndarray:
@@ -196,8 +221,7 @@ def generate_batches(
         if source.kind == "precomputed":
             text = source.stored(store, [job.prompt.caption_index for job in batch], device)
         else:
-            tokens = torch.from_numpy(np.stack([pad_tokens(job.prompt.ids, max_words) for job in batch]))
-            lengths = torch.tensor([min(len(job.prompt.ids), max_words) for job in batch], dtype=torch.int64)
+            tokens, lengths = caption_rows(batch, max_words)
             text = source.encode(tokens.to(device), lengths.to(device))
         noise = draw_rows(noise_keys(batch), streams, truncation, device)
         yield batch, spec.generate(generator, noise, text)

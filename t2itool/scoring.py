@@ -11,8 +11,6 @@ from typing import Any
 from t2itool.errors import T2IError
 from t2itool.metrics.score import ScoreConfig, ScoreReport, check_weights, score
 
-PASSES = 10  # CUB protocol of DF-GAN's evaluation: 10 passes over the test images, one random caption each
-
 
 def data_of_samples(samples_dir: str | os.PathLike) -> Path:
     """The data file of the run whose snapshot made `samples_dir` (samples.jsonl names the snapshot), for `score`
@@ -37,15 +35,20 @@ def generate_protocol(
     device: str = "cpu",
     batch_size: int = 32,
     console: Any = None,
+    passes: int | None = None,
 ) -> Path:
-    """Sample the standard protocol (`num_images`, default 10 passes over the test split, one caption each) from a
-    run folder or snapshot into `samples_out` (default RUN/eval-<snapshot>-<count>); returns that folder."""
+    """Sample the standard protocol from a run folder or snapshot into `samples_out` (default
+    RUN/eval-<snapshot>-<count>): `passes` over the test images, one random caption each (default per dataset as
+    DF-GAN's sample_times: CUB 10, COCO 1, others 1), or exactly `num_images`; returns that folder."""
     from t2itool import sampling
     from t2itool.data.store import Store
     from t2itool.training.checkpoint import load_snapshot
 
     store = Store(data)
-    count = num_images if num_images is not None else PASSES * len(store.split_indices("test"))
+    if passes is not None and passes < 1:
+        raise T2IError(f"--passes {passes}: must be at least 1")
+    passes = passes if passes is not None else sampling.default_passes(store)
+    count = num_images if num_images is not None else passes * len(store.split_indices("test"))
     if count < 1:
         raise T2IError(f"--num-images {count}: must be at least 1")
     snap = load_snapshot(run, device=device)
@@ -67,6 +70,7 @@ def generate_and_score(
     *,
     samples_out: str | os.PathLike | None = None,
     num_images: int | None = None,
+    passes: int | None = None,
     sample_batch_size: int = 32,
     console: Any = None,
     **score_options: Any,
@@ -86,6 +90,6 @@ def generate_and_score(
         raise T2IError("--reference-only cannot be combined with --generate")
     check_weights(config)
     config.samples_dir = generate_protocol(
-        run, config.data, samples_out, num_images, config.device, sample_batch_size, console
+        run, config.data, samples_out, num_images, config.device, sample_batch_size, console, passes
     )
     return score(config, console=console)

@@ -28,7 +28,7 @@ from t2itool.models.attngan.official_names import (
     official_to_ours,
 )
 
-# REFERENCES 9: parameters of the official classes (the key files also count batch-norm buffers).
+# Parameters of the official classes (taoxugit/AttnGAN code/model.py) (the key files also count batch-norm buffers).
 OFFICIAL_G_PARAMETERS = {"birds": 7_084_592, "coco": 13_811_456}
 OFFICIAL_D_PARAMETERS = {64: 6_313_730, 128: 19_424_002, 256: 71_858_946}
 # Floats in the official state dicts (parameters + running statistics), from the key files' headers.

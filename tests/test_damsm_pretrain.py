@@ -6,14 +6,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from typer.testing import CliRunner
 
 from t2itool.cli.main import app
 from t2itool.data.store import Store
 from t2itool.encoders import load_damsm
-from t2itool.encoders.pretrain import PretrainConfig, epoch_lr, pretrain
+from t2itool.encoders.attention_maps import LABEL, TILE, render_attention, word_attention
+from t2itool.encoders.pretrain import PretrainConfig, clip_text_gradients, epoch_lr, pretrain
+from t2itool.encoders.text import TextEncoder
 
 runner = CliRunner()
 SMALL = ["--backbone-weights", "random", "--encoder-image-size", "80", "--workers", "0"]
@@ -45,6 +49,10 @@ def test_pretrain_cli_on_cub_layout(birds_h5: str, tmp_path: Path) -> None:
         assert record["train_loss"] > 0 and record["test_loss"] > 0
     assert stats[1]["lr"] == pytest.approx(2e-3 * 0.98)
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["damsm-epoch0001.pt", "damsm-epoch0002.pt"]
+    # Attention maps every --checkpoint-every epochs by default: 3 test captions (the CUB fixture has 3 test images).
+    assert sorted(p.name for p in (out / "attention").iterdir()) == ["epoch0001.png", "epoch0002.png"]
+    width, height = Image.open(out / "attention" / "epoch0002.png").size
+    assert height == 3 * (TILE + LABEL) and width % TILE == 0 and width >= 2 * TILE
     damsm = load_damsm(out / "damsm.pt", store=Store(birds_h5))
     assert (
         damsm.epoch == 2
@@ -94,11 +102,54 @@ def test_learning_rate_schedule_has_attngan_floor() -> None:
     assert late[0] == late[1] == late[2] and 1.9e-4 < late[0] <= 2e-4  # decays while above lr/10, then stays
 
 
+def test_gradient_clip_covers_the_embedding() -> None:
+    """AttnGAN clips embedding + LSTM together: a loss on the embedding alone must see its gradient scaled down."""
+    torch.manual_seed(0)
+    encoder = TextEncoder(30)
+    tokens = torch.randint(1, 30, (4, 6))
+    words, sentence = encoder(tokens, torch.tensor([6, 5, 4, 3]))
+    (1e3 * encoder.encoder(tokens).pow(2).sum() + words.sum() + sentence.sum()).backward()
+    before = {name: p.grad.clone() for name, p in encoder.named_parameters()}
+    total = torch.linalg.vector_norm(torch.stack([g.norm() for g in before.values()]))
+    assert before["encoder.weight"].norm() > 10 * 0.25  # the embedding dominates and is far above the limit
+    returned = clip_text_gradients(encoder, 0.25)
+    torch.testing.assert_close(returned, total)
+    after = {name: p.grad for name, p in encoder.named_parameters()}
+    torch.testing.assert_close(torch.linalg.vector_norm(torch.stack([g.norm() for g in after.values()])),
+                               torch.tensor(0.25), rtol=1e-4, atol=0)  # fmt: skip
+    for name in before:  # one common factor for every parameter, the embedding included
+        torch.testing.assert_close(after[name], before[name] * (0.25 / total), rtol=1e-4, atol=1e-9, msg=name)
+
+
+def test_word_attention_and_its_picture(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    regions, words, lengths = torch.randn(2, 8, 3, 4), torch.randn(2, 8, 5), torch.tensor([5, 2])
+    attention = word_attention(regions, words, lengths, gamma1=4.0)
+    assert attention.shape == (2, 5, 3, 4)
+    sums = attention.sum(dim=(2, 3))
+    torch.testing.assert_close(sums[0], torch.ones(5))
+    torch.testing.assert_close(sums[1, :2], torch.ones(2))
+    assert sums[1, 2:].abs().max() == 0  # padding attends nowhere
+    # Word 0 of caption 1 by the formulas: softmax over the caption's 2 words per region, then over regions.
+    s = torch.einsum("dt,dr->tr", words[1, :, :2], regions[1].reshape(8, -1)).softmax(0)
+    torch.testing.assert_close(attention[1, 0].reshape(-1), (4.0 * s[0]).softmax(0))
+    images = torch.rand(2, 3, 20, 20) * 2 - 1
+    path = render_attention(
+        images, attention, [["a", "red", "bird", "with", "wings"], ["blue", "sky"]], tmp_path / "a.png"
+    )
+    picture = np.asarray(Image.open(path))
+    assert picture.shape == (2 * (TILE + LABEL), 6 * TILE, 3)
+    assert (picture[TILE + LABEL :, 3 * TILE :] == 255).all()  # the short caption's row stays blank after 2 words
+
+
 def test_errors_are_one_line_and_write_nothing(birds_h5: str, shapes_h5: str, tmp_path: Path) -> None:
     base = ["pretrain-damsm", "--data", birds_h5, "--epochs", "1", *SMALL]
     result, output = _invoke([*base, "--out", str(tmp_path / "a"), "--batch-size", "64"])
     assert result.exit_code == 2 and "--batch-size 64" in output and "6 training images" in output
     assert not (tmp_path / "a" / "damsm.pt").exists()
+    result, output = _invoke([*base, "--out", str(tmp_path / "c"), "--attention-every", "-1"])
+    assert result.exit_code == 2 and "--attention-every -1: must be at least 0" in output
+    assert not (tmp_path / "c").exists()
     base = [*base, "--batch-size", "3"]
     result, output = _invoke([*base, "--out", str(tmp_path / "b"), "--backbone-weights", str(tmp_path / "no.pth")])
     assert result.exit_code == 2 and "no.pth: no such file" in output and "Traceback" not in output

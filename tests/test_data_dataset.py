@@ -7,6 +7,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from t2itool.data.dataset import CaptionDataset, load_size, sample_caption
@@ -68,6 +69,26 @@ def test_center_crop_without_augment_and_flip_with(shapes_h5: str) -> None:
         augmented.set_epoch(epoch)
         crops.add(augmented[0]["images"][0].numpy().tobytes())
     assert len(crops) > 3
+
+
+def test_celeba_transform_resizes_straight_to_the_crop(shapes_h5: str) -> None:
+    """crop_margin=False (DF-GAN's CelebA transform): the 76 px square store is resized to 64 and cropped whole, so
+    augmentation can only flip; with the margin the 64 px crop moves around the 76 px image."""
+    dataset = CaptionDataset(shapes_h5, "train", image_sizes=(64,), augment=True, crop_margin=False)
+    assert dataset.resize_to == 64 and CaptionDataset(shapes_h5, image_sizes=(64,)).resize_to == 76
+    stored = torch.from_numpy(dataset.store.image(int(dataset.indices[0]))).permute(2, 0, 1).float()
+    whole = F.interpolate(stored[None], size=(64, 64), mode="bilinear", antialias=True, align_corners=False)[0]
+    whole = whole.clamp(0, 255) / 127.5 - 1
+    for epoch in range(8):  # the whole image or its mirror, nothing else
+        dataset.set_epoch(epoch)
+        image = dataset[0]["images"][0]
+        assert torch.allclose(image, whole, atol=1e-5) or torch.allclose(image, whole.flip(-1), atol=1e-5)
+    margin = CaptionDataset(shapes_h5, "train", image_sizes=(64,), augment=True)
+    crops = set()
+    for epoch in range(8):
+        margin.set_epoch(epoch)
+        crops.add(margin[0]["images"][0].numpy().tobytes())
+    assert len(crops) > 2
 
 
 def test_resize_when_stored_size_differs(tmp_path) -> None:

@@ -1,4 +1,5 @@
-"""DF-GAN networks: parameter counts derived from the layer list (REFERENCES 3.3, 9), shapes, losses, noise."""
+"""DF-GAN networks: parameter counts derived from the layer list (tobran/DF-GAN code/models/GAN.py), shapes, losses,
+noise."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from t2itool.models.blocks import ConditionalHead, DownBlock, hinge_d_loss, hing
 from t2itool.models.dfgan import NetD, NetG, build_head
 from t2itool.models.registry import get_model
 
-# Block tables of REFERENCES 3.3 (channel multipliers of nf), written out here rather than derived from the code.
+# Block tables of tobran/DF-GAN code/models/GAN.py (channel multipliers of nf), written out here rather than derived
+# from our code.
 G_BLOCKS = {
     64: [(8, 8), (8, 4), (4, 2), (2, 1)],
     128: [(8, 8), (8, 8), (8, 4), (4, 2), (2, 1)],
@@ -20,7 +22,7 @@ D_BLOCKS = {
     128: [(1, 2), (2, 4), (4, 8), (8, 8), (8, 8)],
     256: [(1, 2), (2, 4), (4, 8), (8, 8), (8, 8), (8, 8)],
 }
-# REFERENCES 9: official totals (D minus the 1x1 convs that forward never uses).
+# Totals of tobran/DF-GAN code/models/GAN.py NetG/NetD built on CPU (D minus the 1x1 convs that forward never uses).
 PAPER_G = {64: 4_868_867, 128: 7_306_499, 256: 9_744_131}
 PAPER_D = {64: 3_210_820 - 65_792, 128: 4_915_013 - 131_584, 256: 6_619_206 - 197_376}
 PAPER_C = 295_936
@@ -117,4 +119,8 @@ def test_spec_config_and_presets() -> None:
     optimizers = spec.recipe_cls(config).build_optimizers(spec.recipe_cls(config).build_networks(), None)
     assert optimizers["generator"].defaults["lr"] == 1e-4 and optimizers["discriminator"].defaults["lr"] == 4e-4
     assert optimizers["discriminator"].defaults["betas"] == (0.0, 0.9)
-    assert spec.train_presets["birds"] == {"batch_size": 32, "epochs": 1301}
+    # Paper global batch; epochs as the code's range(1, max_epoch): max_epoch 1301 / 301 / 1001 run 1300 / 300 / 1000.
+    assert spec.train_presets["birds"] == {"global_batch": 32, "epochs": 1300}
+    assert spec.train_presets["coco"] == {"global_batch": 32, "epochs": 300}
+    assert spec.train_presets["flowers"] == {"global_batch": 32, "epochs": 1000}
+    assert spec.presets["flowers"] == {"image_size": 256}

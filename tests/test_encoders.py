@@ -38,7 +38,7 @@ def image_encoder() -> ImageEncoder:
 def test_text_encoder_shapes_padding_and_parameter_count() -> None:
     torch.manual_seed(0)
     encoder = TextEncoder(5450).eval()
-    # REFERENCES 9: 2,075,320 parameters at 5,450 words, 440,320 of them in the LSTM.
+    # taoxugit/AttnGAN code/model.py RNN_ENCODER: 2,075,320 parameters at 5,450 words, 440,320 of them in the LSTM.
     assert sum(p.numel() for p in encoder.parameters()) == 2_075_320
     assert sum(p.numel() for p in encoder.rnn.parameters()) == 440_320
     tokens = torch.tensor([[5, 6, 7, 0, 0], [8, 9, 10, 11, 12]])
@@ -93,7 +93,7 @@ def _cos(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def reference_damsm(regions, code, words, sentence, lengths, class_ids, gamma1, gamma2, gamma3):
-    """REFERENCES 2.2 written out one pair at a time."""
+    """AttnGAN paper Eq. 8-10 and code/miscc/losses.py words_loss / sent_loss, one pair at a time."""
     batch = len(code)
     v = regions.reshape(batch, regions.shape[1], -1)
     word_matrix = torch.zeros(batch, batch, dtype=torch.float64)

@@ -1,4 +1,4 @@
-"""dfgan-ssacn (SSA-GAN): layer rules, parameter counts against REFERENCES 3.4 / 9, shapes, masks, identity init,
+"""dfgan-ssacn (SSA-GAN): layer rules, parameter counts against the official classes, shapes, masks, identity init,
 and CPU training steps through the recipe (frozen vs. fine-tuned text encoder, DAMSM weight, MA-GP step)."""
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from t2itool.models.recipe import Batch
 from t2itool.models.registry import GeneratorOutput, get_model
 from t2itool.noise import NoiseStream
 
-# Block tables written out from REFERENCES 3.3/3.4 (multipliers of ngf / ndf), not derived from the code.
+# Block tables written out from wtliao/text2image model.py NetG/NetD (multipliers of ngf / ndf), not derived from
+# our code.
 G_BLOCKS = {
     64: [(8, 8), (8, 8), (8, 4), (4, 2), (2, 1)],
     128: [(8, 8), (8, 8), (8, 8), (8, 4), (4, 2), (2, 1)],
@@ -35,7 +36,8 @@ D_BLOCKS = {
     128: [(1, 2), (2, 4), (4, 8), (8, 16), (16, 16)],
     256: [(1, 2), (2, 4), (4, 8), (8, 16), (16, 16), (16, 16)],  # 2020 DF-GAN NetD, up to 16 ndf
 }
-# REFERENCES 9: official totals; the official NetD builds two 1x1 shortcut convs (16ndf -> 16ndf) it never applies.
+# Totals of wtliao/text2image model.py NetG/NetD built on CPU;
+# the official NetD builds two 1x1 shortcut convs (16ndf -> 16ndf) it never applies.
 PAPER_G_256 = 29_494_273
 PAPER_D_WITH_HEAD_256 = 80_379_526
 PAPER_HEAD = 1_476_608
@@ -264,7 +266,7 @@ def test_spec_presets_and_config() -> None:
     assert (config.ngf, config.image_size) == (64, 256)
     assert isinstance(config.beta1, float) and isinstance(config.damsm_weight, float)
     assert config.effective_damsm_weight == 1.0
-    assert spec.train_presets["birds"] == {"batch_size": 24, "epochs": 600}
+    assert spec.train_presets["birds"] == {"global_batch": 24, "epochs": 600}  # the official one-process batch
     assert spec.train_presets["coco"]["epochs"] == 120
     assert spec.default_truncation(config) is None  # SSA-GAN samples from plain N(0, I)
     assert [(n.name, n.dim, n.truncated) for n in spec.noise_streams(config)] == [("z", 100, True)]
@@ -318,3 +320,102 @@ def test_training_loop_end_to_end_with_finetuned_text_encoder(shapes_h5: str, tm
     with torch.no_grad():
         out = snapshot.spec.generate(snapshot.generator, {"z": torch.randn(2, 100)}, _features(torch.randn(2, 256)))
     assert [m.shape[-1] for m in out.maps["mask"]] == [4, 8, 16, 32]
+
+
+@pytest.mark.slow
+def test_two_processes_keep_the_one_process_batch_statistics(shapes_h5: str, tmp_path: Path) -> None:
+    """The official run is one process with batch 24 and synchronised batch norm: by default 2 processes with half
+    the batch each end with the 1-process running statistics; `sync_batchnorm=false` (per-process) does not."""
+    from test_train_loop import make_damsm
+
+    from t2itool.training import train
+
+    damsm = make_damsm(shapes_h5, tmp_path / "damsm.pt")
+    common = dict(data=shapes_h5, damsm=damsm, out=str(tmp_path / "runs"), steps=1, snapshot_every=0, workers=0,
+                  grid_every=0, grid_size=2, status_every=1, image_size=32)  # fmt: skip
+    tiny = {"ngf": "4", "ndf": "4", "mask_hidden": "4"}
+
+    def running(result) -> dict[str, torch.Tensor]:
+        state = torch.load(result.state, map_location="cpu", weights_only=True)
+        return {k: v for k, v in state["nets"]["generator"].items() if "running" in k}
+
+    one = running(train("dfgan-ssacn", batch_size=4, sets=tiny, **common))
+    assert one and len(one) >= 4
+    synced = running(train("dfgan-ssacn", batch_size=2, nproc=2, sets=tiny, **common))
+    local = running(train("dfgan-ssacn", batch_size=2, nproc=2, sets={**tiny, "sync_batchnorm": "false"}, **common))
+    for key in one:
+        torch.testing.assert_close(synced[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
+    assert max((local[k] - one[k]).abs().max().item() for k in one) > 1e-3  # per-process statistics differ
+
+
+def test_finetune_uses_batch_statistics_of_the_image_encoder_by_default() -> None:
+    """main_finetune.py never puts the image encoder in eval mode: its Inception batch norm normalises each batch with
+    its own statistics. `finetune_batch_statistics=false` keeps the running statistics (eval mode)."""
+    from types import SimpleNamespace
+
+    from t2itool.encoders import ImageEncoder
+    from t2itool.encoders.image import randomize_backbone
+    from t2itool.models.dfgan_ssacn.recipe import ImageProjections
+
+    torch.manual_seed(0)
+    encoder = ImageEncoder(16, 80)
+    randomize_backbone(encoder, seed=0)
+    with torch.no_grad():  # running statistics far from any batch's, so the two modes differ clearly
+        for module in encoder.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.fill_(0.5)
+                module.running_var.fill_(4.0)
+    encoder.eval().requires_grad_(False)
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    images = torch.rand(3, 3, 80, 80) * 2 - 1
+    with torch.no_grad():
+        eval_regions, eval_code = encoder(images)
+        reference = copy.deepcopy(encoder)
+        for module in reference.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.train()
+        train_regions, train_code = reference(images)
+
+    def features(**overrides):
+        config = SSAGANConfig(image_size=32, ngf=2, ndf=2, cond_dim=16, finetune_text_encoder=True, **overrides)
+        projections = ImageProjections(16)
+        ctx = SimpleNamespace(image_encoder=encoder, nets={"image_projections": projections})
+        with torch.no_grad():
+            return SSAGANRecipe(config)._image_features(ctx, images)
+
+    assert SSAGANConfig().finetune_batch_statistics
+    regions, code = features()
+    torch.testing.assert_close(regions, train_regions, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(code, train_code, rtol=1e-4, atol=1e-5)
+    assert (code - eval_code).abs().max() > 1e-2
+    assert not any(m.training for m in encoder.modules())  # modes restored
+    for key, value in encoder.state_dict().items():  # running averages untouched
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0, msg=key)
+    regions, code = features(finetune_batch_statistics=False)
+    torch.testing.assert_close(regions, eval_regions, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(code, eval_code, rtol=1e-5, atol=1e-6)
+
+
+def test_damsm_term_ablations() -> None:
+    """damsm_terms: both = L_w + L_s (default), sentence = L_s only, word = L_w only (official losses_s/_w.py)."""
+    from types import SimpleNamespace
+
+    from t2itool.encoders.features import TextFeatures
+    from t2itool.encoders.losses import sentence_loss, word_loss
+
+    torch.manual_seed(0)
+    regions, code = torch.randn(4, 16, 5, 5), torch.randn(4, 16)
+    words, sentence, lengths = torch.randn(4, 16, 6), torch.randn(4, 16), torch.tensor([6, 4, 3, 5])
+    text = TextFeatures(words, sentence, torch.arange(6)[None] >= lengths[:, None], lengths)
+    batch = SimpleNamespace(class_ids=torch.tensor([1, 2, 1, 3]))
+    ctx = SimpleNamespace(gather=lambda tensor, grad=False: tensor)
+    gammas = dict(gamma1=5.0, gamma2=5.0, gamma3=10.0)
+    loss_w = word_loss(regions, words, lengths, batch.class_ids, *gammas.values())
+    loss_s = sentence_loss(code, sentence, batch.class_ids, 10.0)
+    assert SSAGANConfig().damsm_terms == "both"
+    for terms, expected in (("both", loss_w + loss_s), ("sentence", loss_s), ("word", loss_w)):
+        recipe = SSAGANRecipe(SSAGANConfig(image_size=32, ngf=2, ndf=2, damsm_terms=terms))
+        got = recipe._damsm((regions, code), text, batch, ctx)
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6, msg=terms)
+    with pytest.raises(ValueError, match="damsm_terms"):
+        SSAGANConfig(damsm_terms="words")

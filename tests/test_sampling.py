@@ -172,3 +172,47 @@ def test_visualize_ssacn_masks_per_block(tmp_path: Path) -> None:
     blocks = len(spec.generate(snap.generator, noise, text).maps["mask"])
     strip = np.asarray(Image.open(tmp_path / result.records[1]["maps"]["mask"]))
     assert blocks >= 1 and strip.shape == (32, 32 * blocks)
+
+
+def test_long_captions_keep_a_seeded_random_in_order_subset(tmp_path: Path) -> None:
+    """AttnGAN's get_caption rule at sampling: more than max_words (6) words -> 6 random positions kept in order."""
+    snap = _snapshot()
+    text = "a small red bird with blue wings green circle"  # 9 known words
+    prompt = sampling.prompts_from_texts([text], Vocabulary(WORDS))[0]
+    jobs = [sampling.Job(prompt, seed) for seed in range(8)]
+    tokens, lengths = sampling.caption_rows(jobs, 6)
+    assert lengths.tolist() == [6] * 8
+    subsets = set()
+    for row in tokens.tolist():
+        positions = [prompt.ids.index(token) for token in row]  # the 9 ids are distinct
+        assert positions == sorted(positions)
+        subsets.add(tuple(row))
+    assert len(subsets) > 1 and subsets != {tuple(prompt.ids[:6])}  # seeds differ; not the head truncation
+    again, _ = sampling.caption_rows(jobs[::-1], 6)
+    torch.testing.assert_close(again, tokens.flip(0), rtol=0, atol=0)  # keyed by (caption, seed), not batch position
+    short = sampling.prompts_from_texts(["red bird"], Vocabulary(WORDS))[0]
+    padded, short_lengths = sampling.caption_rows([sampling.Job(short, 0)], 6)
+    assert padded.tolist() == [[3, 4, 0, 0, 0, 0]] and short_lengths.tolist() == [2]
+    # The sampler feeds exactly these tokens to the text encoder.
+    sampling.sample(snap, jobs[:1], tmp_path, truncation=None)
+    noise = draw_rows(sampling.noise_keys(jobs[:1]), snap.spec.noise_streams(snap.config), None)["z"]
+    with torch.no_grad():
+        expected = snap.generator(noise, snap.text_encoder.encode(tokens[:1], lengths[:1]).sentence)
+    png = np.asarray(Image.open(tmp_path / "c000000-s0000.png"))
+    np.testing.assert_array_equal(png, sampling.to_uint8(expected)[0])
+
+
+def test_pixels_are_truncated_as_the_official_code() -> None:
+    # (x + 1) * 127.5 = 200.6, 0, 255, 127.5: truncation keeps 200 and 127 (rounding would give 201 and 128).
+    values = torch.tensor([200.6 / 127.5 - 1, -1.0, 1.0, 0.0, -2.0, 2.0])
+    images = values.view(1, 1, 1, 6).expand(1, 3, 1, 6)
+    assert sampling.to_uint8(images)[0, 0, :, 0].tolist() == [200, 0, 255, 127, 0, 255]
+    assert sampling.to_uint8(images, rounding=True)[0, 0, :, 0].tolist() == [201, 0, 255, 128, 0, 255]
+
+
+def test_protocol_passes_follow_the_data_source() -> None:
+    @dataclass
+    class FakeStore:
+        source: str
+
+    assert [sampling.default_passes(FakeStore(s)) for s in ("cub", "coco", "shapes", "folder")] == [10, 1, 1, 1]

@@ -144,3 +144,12 @@ def test_score_generate_samples_the_protocol(tmp_path: Path, shapes_h5: str, mon
         store.caption_image(r["caption_index"]) in store.split_indices("test") for r in records
     )
     assert json.loads(result.stdout)[0]["metric"] == "is"
+    # --passes: whole passes over the test images (a shapes file defaults to one; CUB 10, COCO 1).
+    out2 = tmp_path / "eval2"
+    result = runner.invoke(_app(), [*args[:3], "--passes", "2", *args[5:6], str(out2), *args[7:]])
+    assert result.exit_code == 0, _text(result)
+    records = [json.loads(line) for line in (out2 / "samples.jsonl").read_text().splitlines()]
+    assert len(records) == 2 * len(store.split_indices("test"))
+    assert {r["seed"] for r in records} == {0, 1}
+    result = runner.invoke(_app(), [*args[:3], "--passes", "0", *args[5:]])
+    assert result.exit_code == 2 and "--passes 0" in _text(result)

@@ -39,7 +39,8 @@ def test_dry_run_prints_resolved_config(tmp_path) -> None:
     config = json.loads(result.stdout)
     assert config["model_config"]["ngf"] == 16 and config["model_config"]["ndf"] == 16
     assert config["model_config"]["image_size"] == 64 and config["model_config"]["beta1"] == 0.0
-    assert (config["batch_size"], config["steps"], config["epochs"], config["seed"]) == (32, 20, None, 5)
+    # The preset's global batch 32 over the 2 GPUs: 16 per process.
+    assert (config["batch_size"], config["steps"], config["epochs"], config["seed"]) == (16, 20, None, 5)
     assert config["gpus"] == [0, 1]
 
 
@@ -50,7 +51,7 @@ def test_dry_run_prints_resolved_config(tmp_path) -> None:
         (["--set", "ngf=eight"], "--set ngf='eight': expected int"),
         (["--set", "ngf"], "expected key=value"),
         (["--amp", "fp8"], "--amp 'fp8'"),
-        (["--preset", "flowers"], "presets birds, coco"),
+        (["--preset", "celeba"], "presets birds, coco, flowers"),
         (["--steps", "2", "--epochs", "1"], "not both"),
     ],
 )

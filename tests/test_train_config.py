@@ -15,7 +15,7 @@ from t2itool.training.config import resolve_config, run_name
 
 def test_precedence_preset_file_flags(tmp_path) -> None:
     config = resolve_config("dfgan", flags={"preset": "birds"})
-    assert (config.batch_size, config.epochs, config.steps) == (32, 1301, None)
+    assert (config.batch_size, config.epochs, config.steps) == (32, 1300, None)
     assert config.model_config["image_size"] == 256
     toml = tmp_path / "run.toml"
     toml.write_text("batch_size = 16\nsteps = 100\n[model]\nngf = 16\nlr_g = 2e-4\n")
@@ -30,6 +30,27 @@ def test_precedence_preset_file_flags(tmp_path) -> None:
     assert run_name(config, 2) == "dfgan-my_birds-64px-batch8-gpus2"  # named after the data file, not the preset
 
 
+def test_presets_state_the_global_batch(tmp_path, monkeypatch) -> None:
+    """Presets give the paper's global batch, split over the processes; --batch-size stays per process."""
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert resolve_config("dfgan-ssacn", flags={"preset": "birds"}).batch_size == 24
+    assert resolve_config("dfgan-ssacn", flags={"preset": "birds", "nproc": 2}).batch_size == 12
+    assert resolve_config("dfgan", flags={"preset": "coco", "gpus": [0, 1, 2, 3]}).batch_size == 8
+    assert resolve_config("dfgan-ssacn", flags={"preset": "birds", "nproc": 2, "batch_size": 24}).batch_size == 24
+    with pytest.raises(T2IError, match="--preset birds: global batch 24 does not split evenly over 5 processes"):
+        resolve_config("dfgan-ssacn", flags={"preset": "birds", "nproc": 5})
+    assert resolve_config("dfgan-ssacn", flags={"preset": "birds", "nproc": 5, "batch_size": 5}).batch_size == 5
+    monkeypatch.setenv("WORLD_SIZE", "3")  # under torchrun
+    assert resolve_config("dfgan-ssacn", flags={"preset": "coco"}).batch_size == 8
+    monkeypatch.delenv("WORLD_SIZE")
+    toml = tmp_path / "run.toml"
+    toml.write_text("global_batch = 48\n")
+    assert resolve_config("dfgan", config_file=str(toml), flags={"preset": "birds", "nproc": 2}).batch_size == 24
+    toml.write_text("global_batch = 'many'\n")
+    with pytest.raises(T2IError, match="global_batch"):
+        resolve_config("dfgan", config_file=str(toml))
+
+
 def test_errors_name_the_key() -> None:
     with pytest.raises(T2IError, match="unknown key; valid keys: .*gp_power.*ngf"):
         resolve_config("dfgan", sets={"ngff": "8"})
@@ -37,8 +58,8 @@ def test_errors_name_the_key() -> None:
         resolve_config("dfgan", sets={"ngf": "eight"})
     with pytest.raises(T2IError, match="--amp"):
         resolve_config("dfgan", flags={"amp": "fp8"})
-    with pytest.raises(T2IError, match="presets birds, coco"):
-        resolve_config("dfgan", flags={"preset": "flowers"})
+    with pytest.raises(T2IError, match="presets birds, coco, flowers"):
+        resolve_config("dfgan", flags={"preset": "celeba"})
     with pytest.raises(T2IError, match="unknown model"):
         resolve_config("nope")
 
@@ -78,3 +99,17 @@ def test_noise_depends_on_position_and_stream_not_split() -> None:
     assert not torch.equal(whole, ctx.noise(_batch([0, 1, 2, 3], 4), "z"))
     with pytest.raises(KeyError, match="not declared"):
         ctx.noise(_batch([0], 1), "eps")
+
+
+def test_crop_margin_reaches_the_training_dataset(shapes_h5: str, tmp_path) -> None:
+    from t2itool.models import get_model
+    from t2itool.training.batches import open_data
+
+    toml = tmp_path / "celeba.toml"
+    toml.write_text("crop_margin = false\n")
+    assert resolve_config("dfgan", config_file=str(toml)).crop_margin is False
+    assert resolve_config("dfgan").crop_margin is True
+    spec = get_model("dfgan")
+    recipe = spec.recipe_cls(spec.make_config(None, {"image_size": 64, "ngf": 4, "ndf": 4}))
+    assert open_data(shapes_h5, recipe, 0, "damsm")[1].resize_to == 76  # 64 * 76 / 64
+    assert open_data(shapes_h5, recipe, 0, "damsm", crop_margin=False)[1].resize_to == 64

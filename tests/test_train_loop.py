@@ -44,10 +44,11 @@ def _max_diff(a: dict, b: dict) -> float:
     return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
 
 
-def test_run_folder_snapshot_and_exact_resume(shapes_h5: str, damsm_ckpt: str, tmp_path: Path) -> None:
+def test_run_folder_snapshot_and_exact_resume(shapes_h5: str, damsm_ckpt: str, tmp_path: Path, capsys) -> None:
     out = tmp_path / "runs"
     common = dict(data=shapes_h5, damsm=damsm_ckpt, out=str(out), snapshot_every=2, **TINY)
     first = train("dfgan", steps=4, keep=0, **common)
+    assert "global batch 4 (4 per process x 1)" in capsys.readouterr().err
     run = Path(first.run_dir)
     assert run.name == "00000-dfgan-shapes-32px-batch4"  # model, data file stem, size, batch
     assert json.loads((run / "config.json").read_text())["model_config"]["ngf"] == 8

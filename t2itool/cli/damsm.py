@@ -44,6 +44,9 @@ def register(app: typer.Typer) -> None:
         checkpoint_every: int | None = typer.Option(
             None, "--checkpoint-every", help="Epochs between checkpoints (default: preset's 50/5)."
         ),
+        attention_every: int | None = typer.Option(
+            None, "--attention-every", help="Epochs between attention-map images (default: --checkpoint-every; 0 off)."
+        ),
         rp_images: int | None = typer.Option(None, "--rp-images", help="Test images for R-precision (default: all)."),
         workers: int = typer.Option(2, "--workers", help=f"{WORKERS_HELP} They load the batches."),
         seed: int = typer.Option(0, "--seed", help="Seed of the initialisation and the data order."),
@@ -67,6 +70,7 @@ def register(app: typer.Typer) -> None:
             backbone_weights=backbone_weights,
             encoder_image_size=encoder_image_size,
             checkpoint_every=checkpoint_every,
+            attention_every=attention_every,
             rp_images=rp_images,
             workers=workers,
             seed=seed,

@@ -69,7 +69,10 @@ def register(app: typer.Typer) -> None:
         kid_subset_size: int = typer.Option(1000, "--kid-subset-size", help="KID subset size."),
         generate: bool = typer.Option(False, "--generate", help="TARGET is a run/snapshot: sample the protocol first."),
         num_images: int | None = typer.Option(
-            None, "--num-images", help="--generate: images (default: 10 passes over the test split)."
+            None, "--num-images", help="--generate: images (default: --passes over the test split)."
+        ),
+        passes: int | None = typer.Option(
+            None, "--passes", help="--generate: passes over the test images (default: CUB 10, COCO 1, others 1)."
         ),
         samples_out: Path | None = typer.Option(
             None, "--samples-out", help="--generate: where the samples go (default: RUN/eval-<snapshot>-<count>)."
@@ -96,7 +99,7 @@ def register(app: typer.Typer) -> None:
         )  # fmt: skip
         if generate:
             report = generate_and_score(
-                target, data, samples_out=samples_out, num_images=num_images,
+                target, data, samples_out=samples_out, num_images=num_images, passes=passes,
                 sample_batch_size=min(batch_size, 32), console=console, **options,
             )  # fmt: skip
         else:

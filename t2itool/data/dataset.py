@@ -80,6 +80,7 @@ class CaptionDataset(Dataset):
         text_features: bool = False,
         features_average: int = 1,
         pair_same_probability: float | None = None,
+        crop_margin: bool = True,
     ) -> None:
         self.store = Store(path)
         self.uint8 = bool(uint8)
@@ -123,7 +124,10 @@ class CaptionDataset(Dataset):
         elif self.features_average != 1:
             raise T2IError("features_average applies to text features: pass text_features=True")
         self.crop_size = max(self.image_sizes)
-        self.resize_to = load_size(self.crop_size)
+        # Official transforms resize the shorter side to 76/64 of the crop (256 -> 304) and crop anywhere; DF-GAN's
+        # CelebA transform (tobran/DF-GAN code/lib/perpare.py) resizes straight to the crop size.
+        self.crop_margin = bool(crop_margin)
+        self.resize_to = load_size(self.crop_size) if self.crop_margin else self.crop_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)

@@ -1,5 +1,6 @@
-"""DAMSM losses (AttnGAN, REFERENCES 2.2): word-level loss with word-region attention and sentence-level loss, each
-the symmetric cross-entropy over the batch's image-caption score matrix, with same-class pairs masked.
+"""DAMSM losses (AttnGAN paper Eq. 8-10, taoxugit/AttnGAN code/miscc/losses.py): word-level loss with word-region
+attention and sentence-level loss, each the symmetric cross-entropy over the batch's image-caption score matrix, with
+same-class pairs masked.
 
 Vectorised over all (image, caption) pairs; `tests/test_encoders.py` checks it against a loop written from the
 formulas.

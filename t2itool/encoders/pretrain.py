@@ -1,8 +1,9 @@
-"""`pretrain-damsm`: AttnGAN's DAMSM pretraining (REFERENCES 2.3) over a prepared data file.
+"""`pretrain-damsm`: AttnGAN's DAMSM pretraining (taoxugit/AttnGAN code/pretrain_DAMSM.py, cfg/DAMSM/*.yml) over a
+prepared data file.
 
 One flat loop: per epoch, a fresh Adam (AttnGAN re-creates it every epoch) at the epoch's learning rate, the DAMSM
-loss on random crops, the LSTM's gradients clipped, then the test loss, test R-precision, a stats line and, every
-`checkpoint_every` epochs and at the end, a checkpoint that `--resume` continues exactly.
+loss on random crops, the text encoder's gradients clipped, then the test loss, test R-precision, a stats line
+and, every `checkpoint_every` epochs and at the end, a checkpoint that `--resume` continues exactly.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from t2itool.data.dataset import CaptionDataset
 from t2itool.data.store import Store
+from t2itool.encoders.attention_maps import render_attention, word_attention
 from t2itool.encoders.checkpoint import (
     CHECKPOINT_NAME,
     check_vocabulary,
@@ -50,7 +52,7 @@ class PretrainConfig:
     lr_decay: float = 0.98  # per epoch, while lr > lr * lr_floor
     lr_floor: float = 0.1  # as a fraction of the initial lr
     betas: tuple[float, float] = (0.5, 0.999)
-    grad_clip: float = 0.25  # on the LSTM's parameters only, as AttnGAN
+    grad_clip: float = 0.25  # norm over the whole text encoder (embedding + LSTM), as AttnGAN's RNN_GRAD_CLIP
     reset_optimizer: bool = True  # AttnGAN re-creates Adam every epoch; False keeps its moments
     max_words: int | None = None  # caption length cap (preset: 18 birds, 15 coco)
     gamma1: float = 4.0
@@ -59,6 +61,8 @@ class PretrainConfig:
     encoder_image_size: int = 299  # crop fed to the image encoder (from a 76/64 larger resize, AttnGAN's 355 -> 299)
     backbone_weights: str = "imagenet"  # imagenet (download) | PATH | random
     checkpoint_every: int | None = None  # epochs (preset: 50 birds, 5 coco)
+    attention_every: int | None = None  # epochs between attention-map images (None: checkpoint_every; 0: never)
+    attention_captions: int = 4  # test captions (the first test images') drawn in each attention-map image
     val_batches: int = 50  # test batches for the test loss (AttnGAN validates on ~50)
     rp_images: int | None = None  # test images for R-precision per epoch (None: all)
     workers: int = 2  # DataLoader workers
@@ -75,6 +79,14 @@ class PretrainConfig:
         for key in ("epochs", "max_words", "checkpoint_every"):
             if getattr(config, key) is None:
                 setattr(config, key, preset[key])
+        if config.attention_every is None:
+            config.attention_every = config.checkpoint_every
+        for flag, value in (
+            ("--attention-every", config.attention_every),
+            ("--attention-captions", config.attention_captions),
+        ):
+            if value < 0:
+                raise T2IError(f"{flag} {value}: must be at least 0")
         for flag, value in (
             ("--epochs", config.epochs),
             ("--batch-size", config.batch_size),
@@ -115,6 +127,12 @@ def epoch_lr(config: PretrainConfig, epoch: int) -> float:
         if lr > floor:
             lr *= config.lr_decay
     return lr
+
+
+def clip_text_gradients(text_encoder: TextEncoder, max_norm: float) -> torch.Tensor:
+    """Clip the gradient norm of the whole text encoder, embedding and LSTM together: AttnGAN's pretrain_DAMSM.py
+    clips `rnn_model.parameters()`, and its RNN_ENCODER holds the embedding. Returns the norm before clipping."""
+    return torch.nn.utils.clip_grad_norm_(list(text_encoder.parameters()), max_norm)
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -178,6 +196,34 @@ def evaluate(
         "r_precision_std": result.std,
         "r_precision_images": result.num_images,
     }
+
+
+@torch.no_grad()
+def write_attention_maps(
+    text_encoder: TextEncoder,
+    image_encoder: ImageEncoder,
+    test_set: CaptionDataset,
+    config: PretrainConfig,
+    device: torch.device,
+    path: Path,
+) -> Path | None:
+    """AttnGAN-style attention maps (pretrain_DAMSM.py writes them during training) for the first test images'
+    captions: `path`, one row per caption. The captions are the test set's seeded draws, the same every epoch."""
+    count = min(config.attention_captions, len(test_set))
+    if count == 0:
+        return None
+    text_encoder.eval()
+    image_encoder.eval()
+    items = [test_set[position] for position in range(count)]
+    images = torch.stack([item["images"][0] for item in items]).to(device)
+    tokens = torch.stack([torch.as_tensor(item["tokens"]) for item in items]).to(device)
+    lengths = torch.as_tensor([int(item["length"]) for item in items])
+    regions, _ = image_encoder(images)
+    words, _ = text_encoder(tokens, lengths)
+    attention = word_attention(regions, words, lengths, config.gamma1).cpu()
+    vocab = test_set.store.vocab.words
+    captions = [[vocab[int(t)] for t in tokens[row, : int(lengths[row])]] for row in range(count)]
+    return render_attention(images.cpu(), attention, captions, path)
 
 
 @dataclass
@@ -287,7 +333,7 @@ def pretrain(
                 raise T2IError(f"epoch {epoch + 1}, step {steps + 1}: non-finite DAMSM loss; try a lower --lr")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(text_encoder.rnn.parameters(), config.grad_clip)
+            clip_text_gradients(text_encoder, config.grad_clip)
             optimizer.step()
             word_sum, sentence_sum, steps = word_sum + loss_w.item(), sentence_sum + loss_s.item(), steps + 1
             if progress is not None:
@@ -308,6 +354,9 @@ def pretrain(
             f"R-precision {100 * record['r_precision']:.1f}% ± {100 * record['r_precision_std']:.1f}  "
             f"lr {lr:.2e}  {record['seconds']:.0f} s"
         )
+        if config.attention_every and ((epoch + 1) % config.attention_every == 0 or epoch + 1 == config.epochs):
+            target = out / "attention" / f"epoch{epoch + 1:04d}.png"
+            write_attention_maps(text_encoder, image_encoder, test_set, config, device, target)
         if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
             extra = {
                 "pretrain_state": {

@@ -1,7 +1,7 @@
-"""R-precision (DM-GAN's protocol, REFERENCES 2.4): for each image, its true caption and 99 captions of images of
-other classes (of other images when the data has no classes) are ranked by the cosine similarity between the DAMSM
-image code and the sentence vectors; a hit is the true caption ranked first. Hits are shuffled and split into groups;
-the result is the mean and standard deviation of the groups' hit rates.
+"""R-precision (DM-GAN's protocol, MinfengZhu/DM-GAN code/trainer.py): for each image, its true caption and 99
+captions of images of other classes (of other images when the data has no classes) are ranked by the cosine
+similarity between the DAMSM image code and the sentence vectors; a hit is the true caption ranked first. Hits are
+shuffled and split into groups; the result is the mean and standard deviation of the groups' hit rates.
 """
 
 from __future__ import annotations

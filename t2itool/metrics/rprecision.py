@@ -1,5 +1,6 @@
 """R-precision of a samples folder: the images, the data file's caption index of each (from samples.jsonl) and the
-DAMSM checkpoint, handed to `t2itool.encoders.r_precision`, which implements the protocol (REFERENCES 2.4).
+DAMSM checkpoint, handed to `t2itool.encoders.r_precision`, which implements the protocol
+(MinfengZhu/DM-GAN code/trainer.py sampling, code/datasets.py get_mis_caption).
 """
 
 from __future__ import annotations

@@ -57,7 +57,8 @@ class ModelSpec:
     generate:      (generator, noise {stream name: (B, dim)}, text features) -> GeneratorOutput.
     noise:         config -> the generator's noise streams (t2itool/noise.py), e.g. [z 100, ca 100 untruncated].
     default_truncation: config -> truncation used for sampling by default (None = plain N(0, I)).
-    train_presets: per preset, the paper's training-loop settings (e.g. {"batch_size": 32, "epochs": 1300});
+    train_presets: per preset, the paper's training-loop settings (e.g. {"global_batch": 32, "epochs": 1300}; the
+        global batch is split over the processes, a "batch_size" key is per process);
                    `t2itool train --preset` applies them unless the flags or the TOML file say otherwise.
     notes:         lines shown by `t2itool models NAME`: deviations from the paper or its code, values the paper
                    leaves open, and what t2itool chose.

@@ -24,8 +24,11 @@ from t2itool.models.recipe import Batch, GANRecipe
 from t2itool.noise import row_seed
 
 
-def open_data(path: str, recipe: GANRecipe, seed: int, text_kind: str) -> tuple[Store, CaptionDataset]:
-    """(Store, training CaptionDataset) with the sizes, caption length, pairing and text features the recipe needs."""
+def open_data(
+    path: str, recipe: GANRecipe, seed: int, text_kind: str, crop_margin: bool = True
+) -> tuple[Store, CaptionDataset]:
+    """(Store, training CaptionDataset) with the sizes, caption length, pairing and text features the recipe needs;
+    `crop_margin=False` resizes straight to the crop size (DF-GAN's CelebA transform)."""
     store = Store(path)
     precomputed = text_kind == "precomputed"
     dataset = CaptionDataset(
@@ -38,6 +41,7 @@ def open_data(path: str, recipe: GANRecipe, seed: int, text_kind: str) -> tuple[
         text_features=precomputed,
         features_average=recipe.features_average() if precomputed else 1,
         seed=seed,
+        crop_margin=crop_margin,
         uint8=True,  # a quarter of the bytes from workers and to the device; `batches` converts on the device
     )
     return store, dataset

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import tomllib
 import types
@@ -39,6 +40,11 @@ class TrainConfig:
     epochs: int | None = field(default=None, metadata={"help": "total epochs (when steps is not given)"})
     batch_size: int = field(default=8, metadata={"help": "batch size per process"})
     seed: int = field(default=0, metadata={"help": "run seed: init, data order, noise"})
+    crop_margin: bool = field(
+        default=True,
+        metadata={"help": "shorter side resized to 76/64 of the crop before the random crop (official); false: resized "
+                  "straight to the crop size, DF-GAN's CelebA transform (code/lib/perpare.py)"},
+    )  # fmt: skip
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N"})
     amp: str = field(default="none", metadata={"help": "mixed precision: none, bf16, fp16 (CUDA only)"})
     channels_last: bool = field(default=False, metadata={"help": "channels-last memory format for networks/images"})
@@ -158,7 +164,10 @@ def resolve_config(
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     base_train, base_model_config = resumed_options(flags["resume"], model) if "resume" in flags else ({}, None)
     file_train, file_model = read_toml(config_file) if config_file else ({}, {})
+    file_global = file_train.pop("global_batch", None)
     file_train = parse_overrides(TrainConfig, file_train, f"--config {config_file}:")
+    if file_global is not None:
+        file_train["global_batch"] = coerce(file_global, int, f"--config {config_file}: global_batch")
     file_model = parse_overrides(spec.config_cls, file_model, f"--config {config_file}: [model]")
     set_model = parse_overrides(spec.config_cls, dict(sets or {}), "--set")
     preset = flags.get("preset", file_train.get("preset", base_train.get("preset", preset)))
@@ -170,6 +179,7 @@ def resolve_config(
     # A resumed run keeps its recorded settings; its preset's loop values apply again only if given again.
     explicit_preset = "preset" in flags or "preset" in file_train
     preset_layer = dict(spec.train_presets.get(preset, {})) if preset and (explicit_preset or not base_train) else {}
+    # A layer may state the global batch (presets: the paper's) instead of the per-process `batch_size`.
     for layer in (base_train, preset_layer, file_train, flags):
         if "steps" in layer and "epochs" in layer:
             raise T2IError("give --steps or --epochs, not both")
@@ -177,8 +187,14 @@ def resolve_config(
             train.pop("epochs", None)
         if "epochs" in layer:
             train.pop("steps", None)
+        if "batch_size" in layer:
+            train.pop("global_batch", None)
+        if "global_batch" in layer:
+            train.pop("batch_size", None)
         train.update(layer)
     train.update(model=model, preset=preset)
+    if "global_batch" in train:
+        train["batch_size"] = per_process_batch(int(train.pop("global_batch")), train)
     image_size = train.pop("image_size", None)
 
     # Model config: defaults < preset < file [model] < --set < --image-size.
@@ -201,11 +217,30 @@ def resolve_config(
     return config
 
 
+def world_size_of(train: dict[str, Any]) -> int:
+    """Training processes the run will have: torchrun's WORLD_SIZE, else one per --gpus id, else --nproc."""
+    if "WORLD_SIZE" in os.environ:
+        return int(os.environ["WORLD_SIZE"])
+    return len(train["gpus"]) if train.get("gpus") else int(train.get("nproc", 1))
+
+
+def per_process_batch(global_batch: int, train: dict[str, Any]) -> int:
+    """The per-process batch that makes `global_batch` over the run's processes; refuses an uneven split."""
+    world = world_size_of(train)
+    if global_batch < 1 or global_batch % world:
+        preset = f"--preset {train['preset']}: " if train.get("preset") else ""
+        raise T2IError(
+            f"{preset}global batch {global_batch} does not split evenly over {world} processes; "
+            "give --batch-size (per process)"
+        )
+    return global_batch // world
+
+
 # Loop options a resumed run takes over from its run folder's config.json unless given again.
 RESUMED_OPTIONS = (
-    "data", "damsm", "text", "preset", "steps", "epochs", "batch_size", "seed", "device", "amp", "channels_last",
-    "gpus", "nproc", "workers", "grid_every", "grid_size", "snapshot_every", "keep", "ema", "status_every",
-    "eval_every", "metrics", "eval_images", "inception_weights",
+    "data", "damsm", "text", "preset", "steps", "epochs", "batch_size", "seed", "crop_margin", "device", "amp",
+    "channels_last", "gpus", "nproc", "workers", "grid_every", "grid_size", "snapshot_every", "keep", "ema",
+    "status_every", "eval_every", "metrics", "eval_images", "inception_weights",
 )  # fmt: skip
 
 

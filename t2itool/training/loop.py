@@ -131,6 +131,7 @@ def training_loop(
     epochs: int | None = None,  # total epochs to reach when steps is None
     batch_size: int = 8,  # per process
     seed: int = 0,  # init, data order and noise
+    crop_margin: bool = True,  # resize to 76/64 of the crop before cropping (official); false: CelebA-style
     amp: str = "none",  # none | bf16 | fp16
     channels_last: bool = False,  # channels-last networks and images
     resume: str | None = None,  # state file or run folder to continue from
@@ -160,7 +161,7 @@ def training_loop(
     scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
 
     # Data, text source and DAMSM encoders (the DAMSM loader refuses a vocabulary that differs from the data's).
-    store, dataset = open_data(data, recipe, seed, text)
+    store, dataset = open_data(data, recipe, seed, text, crop_margin)
     text_encoder = image_encoder = None
     damsm_settings: dict[str, Any] = {}
     if needs_damsm(text, recipe):
@@ -359,7 +360,8 @@ def training_loop(
 
     # Main loop.
     dist.print0(
-        f"run folder {run_dir}: {model}, {total_steps} steps, batch {batch_size}x{world_size}, {device}, "
+        f"run folder {run_dir}: {model}, {total_steps} steps, "
+        f"global batch {batch_size * world_size} ({batch_size} per process x {world_size}), {device}, "
         f"text {text_source.describe()}"
     )
     if rank == 0:

@@ -1,6 +1,6 @@
 """CUB-200-2011 in AttnGAN's `birds` layout: images.txt + bounding_boxes.txt, text/<key>.txt, split filename pickles.
 
-Images get AttnGAN's bounding-box crop (REFERENCES 1.4) before the resize.
+Images get AttnGAN's bounding-box crop (taoxugit/AttnGAN code/datasets.py get_imgs) before the resize.
 """
 
 from __future__ import annotations

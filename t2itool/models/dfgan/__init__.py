@@ -1,6 +1,6 @@
 """`dfgan`: DF-GAN (Tao, Tang, Wu, Jing, Bao, Xu; CVPR 2022), following the 2022 public code's design.
 
-Registers the model spec: config, paper presets (birds/coco), recipe, generator builder and sampling function.
+Registers the model spec: config, paper presets (birds/coco/flowers), recipe, generator builder and sampling function.
 """
 
 from __future__ import annotations
@@ -29,8 +29,14 @@ SPEC = register_model(
         summary="DF-GAN: one-stage generator with deep text-image fusion, MA-GP and hinge loss (2022 code)",
         paper="Tao et al., DF-GAN: A Simple and Effective Baseline for Text-to-Image Synthesis, CVPR 2022",
         config_cls=DFGANConfig,
-        presets={"birds": {"image_size": 256}, "coco": {"image_size": 256}},
-        train_presets={"birds": {"batch_size": 32, "epochs": 1301}, "coco": {"batch_size": 32, "epochs": 301}},
+        presets={"birds": {"image_size": 256}, "coco": {"image_size": 256}, "flowers": {"image_size": 256}},
+        # Global batch of the paper run (one process); epochs as range(1, max_epoch) runs in code/src/train.py with
+        # code/cfg/{bird,coco,flower}.yml max_epoch 1301 / 301 / 1001.
+        train_presets={
+            "birds": {"global_batch": 32, "epochs": 1300},
+            "coco": {"global_batch": 32, "epochs": 300},
+            "flowers": {"global_batch": 32, "epochs": 1000},
+        },
         recipe_cls=DFGANRecipe,
         build_generator=build_generator,
         generate=generate,

@@ -32,7 +32,9 @@ SPEC = register_model(
         paper="Liao et al., Text to Image Generation with Semantic-Spatial Aware GAN, CVPR 2022",
         config_cls=SSAGANConfig,
         presets={"birds": {"image_size": 256, "ngf": 64, "ndf": 64}, "coco": {"image_size": 256, "ngf": 64, "ndf": 64}},
-        train_presets={"birds": {"batch_size": 24, "epochs": 600}, "coco": {"batch_size": 24, "epochs": 120}},
+        # Global batch of the official run (one process, wtliao/text2image cfg/{bird,coco}.yml): with N processes each
+        # takes 24 / N, and batch norm runs over all of them (config sync_batchnorm).
+        train_presets={"birds": {"global_batch": 24, "epochs": 600}, "coco": {"global_batch": 24, "epochs": 120}},
         recipe_cls=SSAGANRecipe,
         build_generator=build_generator,
         generate=generate,

@@ -37,8 +37,20 @@ class SSAGANConfig(ModelConfig):
         "train the text encoder and the image encoder's projections on the DAMSM loss of real images "
         "(main_finetune.py); the GAN sees detached embeddings; the DAMSM weight defaults to 0.1 instead of 0.05",
     )
+    finetune_batch_statistics: bool = param(
+        True,
+        "fine-tuning: the DAMSM image encoder's batch norm normalises with each batch's statistics (train mode), as "
+        "main_finetune.py, which never calls eval() on it; false: running statistics (eval mode), as with a frozen "
+        "encoder. Running averages are never changed",
+    )
     damsm_weight: float | None = param(
         None, "weight of the DAMSM loss in the generator; none = 0.05 (frozen encoder) / 0.1 (fine-tuned)", min=0
+    )
+    damsm_terms: str = param(
+        "both",
+        "terms of the DAMSM loss: both (L_w + L_s), sentence (L_s only) or word (L_w only): the ablations of the "
+        "official code's miscc/losses_s.py and miscc/losses_w.py",
+        choices=("both", "sentence", "word"),
     )
     gamma1: float = param(5.0, "DAMSM attention sharpness over regions (SSA-GAN keeps 5)", above=0)
     gamma2: float = param(5.0, "DAMSM word-score aggregation factor", above=0)

@@ -7,13 +7,16 @@ samples of a batch (a softmax over it), so it is computed over the global batch 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
 from t2itool.encoders.features import TextFeatures
-from t2itool.encoders.losses import damsm_loss
+from t2itool.encoders.losses import sentence_loss, word_loss
 from t2itool.models.blocks import matching_aware_gp
 from t2itool.models.context import StepContext
 from t2itool.models.dfgan_ssacn.config import SSAGANConfig
@@ -56,6 +59,24 @@ class ImageProjections(nn.Module):
                 raise RuntimeError(f"image encoder parameter {name}: expected {tuple(param.shape)}, found {found}")
             param.copy_(source[name])
         self.loaded.fill_(True)
+
+
+@contextmanager
+def batch_statistics(module: nn.Module) -> Iterator[None]:
+    """Every batch norm of `module` normalises with the batch's own statistics inside the block, as a module left in
+    train mode does, without touching the running averages (training never reads them; evaluation and resumed runs
+    keep the DAMSM checkpoint's). Modes are restored afterwards."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.training, m.track_running_stats) for m in norms]
+    for norm in norms:
+        norm.train(True)
+        norm.track_running_stats = False  # batch statistics, running buffers neither read nor updated
+    try:
+        yield
+    finally:
+        for norm, (training, track) in zip(norms, saved, strict=True):
+            norm.train(training)
+            norm.track_running_stats = track
 
 
 class SSAGANRecipe(GANRecipe):
@@ -114,23 +135,35 @@ class SSAGANRecipe(GANRecipe):
         projections = ctx.nets["image_projections"]
         if not bool(projections.loaded):
             projections.load_from(ctx.image_encoder)
-        return functional_call(ctx.image_encoder, projections.parameters_by_name(), (images,), strict=False)
+        if not self.config.finetune_batch_statistics:
+            return functional_call(ctx.image_encoder, projections.parameters_by_name(), (images,), strict=False)
+        # main_finetune.py leaves the image encoder in train mode: Inception's batch norm uses batch statistics.
+        with batch_statistics(ctx.image_encoder):
+            return functional_call(ctx.image_encoder, projections.parameters_by_name(), (images,), strict=False)
 
     def _damsm(
         self, regions_code: tuple[torch.Tensor, torch.Tensor], text: TextFeatures, batch: Batch, ctx: StepContext
     ) -> torch.Tensor:
-        """DAMSM loss L_w + L_s over the global batch, with the config's gammas (SSA-GAN keeps 5, 5, 10 whatever the
-        DAMSM checkpoint's pretraining used, so `ctx.damsm` is deliberately not consulted) and same-class masking.
+        """DAMSM loss L_w + L_s (or one of them, `damsm_terms`) over the global batch, with the config's gammas
+        (SSA-GAN keeps 5, 5, 10 whatever the DAMSM checkpoint's pretraining used, so `ctx.damsm` is deliberately not
+        consulted) and same-class masking.
         Image features keep their gradient through the gather; text features keep theirs only when fine-tuning."""
         regions, code = regions_code
         c = self.config
         live = text.sentence.requires_grad
-        return damsm_loss(
-            ctx.gather(regions.float(), grad=True), ctx.gather(code.float(), grad=True),
-            ctx.gather(text.words, grad=live), ctx.gather(text.sentence, grad=live), ctx.gather(text.lengths),
-            class_ids=ctx.gather(batch.class_ids) if c.mask_same_class else None,
-            gamma1=c.gamma1, gamma2=c.gamma2, gamma3=c.gamma3,
-        )  # fmt: skip
+        class_ids = ctx.gather(batch.class_ids) if c.mask_same_class else None
+        loss = regions.new_zeros((), dtype=torch.float32)
+        # damsm_terms "sentence" / "word": the ablations of wtliao/text2image miscc/losses_s.py / losses_w.py.
+        if c.damsm_terms in ("both", "word"):
+            loss = loss + word_loss(
+                ctx.gather(regions.float(), grad=True), ctx.gather(text.words, grad=live), ctx.gather(text.lengths),
+                class_ids, c.gamma1, c.gamma2, c.gamma3,
+            )  # fmt: skip
+        if c.damsm_terms in ("both", "sentence"):
+            loss = loss + sentence_loss(
+                ctx.gather(code.float(), grad=True), ctx.gather(text.sentence, grad=live), class_ids, c.gamma3
+            )
+        return loss
 
     # --- one step ---------------------------------------------------------------------------------------------
     def _mismatch_loss(
