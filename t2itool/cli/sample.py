@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from t2itool.cli.common import console, user_errors
+from t2itool.cli.common import check_device, console, sigterm_like_ctrl_c, user_errors
 from t2itool.errors import T2IError
 
 
@@ -49,6 +49,7 @@ def run_sample(
     if split is not None and data is None:
         raise T2IError(f"--split {split} needs --data FILE (the prepared data file)")
     trunc = parse_truncation(truncation)
+    check_device(device)
     snap = load_snapshot(snapshot_path, device=device)
     store = None
     if split is not None:
@@ -81,6 +82,7 @@ def run_sample(
 def register(app: typer.Typer) -> None:
     @app.command("sample")
     @user_errors
+    @sigterm_like_ctrl_c("no samples were written (the staged images were removed)")
     def sample_command(
         snapshot: Path = typer.Argument(..., help="A run folder (its newest snapshot) or a snapshot-<step>.pt file."),
         out: Path = typer.Option(..., "--out", help="Folder for the PNGs, samples.jsonl and grid.png."),

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from t2itool.cli.common import console, out, user_errors
+from t2itool.cli.common import check_device, console, out, user_errors
 from t2itool.errors import T2IError
 
 PASSES = 10  # CUB protocol: 10 passes over the test images, one random caption each (REFERENCES 4.2)
@@ -91,6 +91,7 @@ def register(app: typer.Typer) -> None:
         """Score samples with FID / IS / KID (torch-fidelity) and R-precision; appends to SAMPLES_DIR/scores.jsonl."""
         from t2itool.metrics.score import ScoreConfig, score
 
+        check_device(device)
         if target is None and not reference_only:
             raise T2IError("give SAMPLES_DIR (or a run with --generate, or --reference-only)")
         if generate:
