@@ -341,7 +341,7 @@ def _load_failure(exc: BaseException) -> str:
     text = text.removeprefix("WeightsUnpickler error:").strip() or "unreadable"
     found = re.search(r"GLOBAL (\S+)", text)
     if found:
-        return f"it holds a pickled call of {found.group(1)}, which was not run (only tensors and plain values load)"
+        return f"it holds a pickled call of {found.group(1)}, refused and not run: only tensors and plain values load"
     return f"{type(exc).__name__}: {text[:200]}"
 
 

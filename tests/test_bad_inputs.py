@@ -24,6 +24,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from bad_inputs_run import RUN_CASES, RunCase, RunInputs, make_run_inputs
 from conftest import add_char_cnn_rnn, make_coco_official, make_cub, python2_array_pickle
 from PIL import Image
 from typer.testing import CliRunner
@@ -493,8 +494,9 @@ CASES = [
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")
-            if p.is_file()}  # fmt: skip
+    """Every file (size, mtime) and every folder (an orphan run folder counts as a new file)."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else (-1, -1)
+            for p in folder.rglob("*")}  # fmt: skip
 
 
 def assert_one_error_line(output: str, exit_code: int, expected_code: int, expect: str) -> str:
@@ -518,8 +520,27 @@ def test_bad_input_ends_in_one_error_line(case: Case, tmp_path: Path) -> None:
     assert not (tmp_path / PAYLOAD_MARK).exists()  # no pickle payload ran
 
 
+@pytest.fixture(scope="module")
+def run_inputs(shapes_h5: str, tmp_path_factory) -> RunInputs:
+    return make_run_inputs(shapes_h5, tmp_path_factory.mktemp("run"))
+
+
+@pytest.mark.parametrize("case", RUN_CASES, ids=[case.id for case in RUN_CASES])
+def test_bad_run_input_ends_in_one_error_line(case: RunCase, tmp_path: Path, run_inputs: RunInputs) -> None:
+    """train, sample and score: the same assertions as the data-side matrix."""
+    args = case.setup(tmp_path, run_inputs)
+    before, shared = _snapshot(tmp_path), _snapshot(run_inputs.run.parent.parent)
+    result = runner.invoke(app, args)
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert_one_error_line(result.output, result.exit_code, case.exit_code, case.expect)
+    assert _snapshot(tmp_path) == before
+    assert _snapshot(run_inputs.run.parent.parent) == shared  # the shared run and samples are untouched too
+    assert not (tmp_path / PAYLOAD_MARK).exists()
+
+
 def test_case_count() -> None:
-    assert len(CASES) >= 60 and len({case.id for case in CASES}) == len(CASES)
+    ids = [case.id for case in CASES] + [case.id for case in RUN_CASES]
+    assert len(CASES) >= 60 and len(RUN_CASES) >= 40 and len(set(ids)) == len(ids)
 
 
 # ---- write failures and signals, in subprocesses
