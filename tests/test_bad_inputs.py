@@ -632,3 +632,93 @@ def test_read_only_out_folder(tmp_path: Path) -> None:
         if immutable:
             subprocess.run(["chattr", "-i", str(locked)])
         locked.chmod(0o755)
+
+
+# ---- sample, train and pretrain-damsm: write failures and signals, in subprocesses
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if ".tmp" in p.name)
+
+
+def _sample_cli(inputs: RunInputs, out: Path, *flags: str) -> list[str]:
+    return ["sample", str(inputs.run), "--out", str(out), "--text", "a red circle", "--text", "a blue square", *flags]
+
+
+def test_disk_full_during_sample_leaves_no_partial_set(tmp_path: Path, run_inputs: RunInputs) -> None:
+    """A file-size limit above every PNG but below the grid: all PNGs were written (in the staging folder) when the
+    grid failed, and none of them, nor samples.jsonl, reaches --out."""
+    pngs = [p.stat().st_size for p in run_inputs.samples.glob("c*.png")]
+    grid = (run_inputs.samples / "grid.png").stat().st_size
+    limit = max(pngs) + 16
+    assert len(pngs) == 4 and grid > limit  # the same command as the fixture's sampling: the same bytes
+    out = tmp_path / "out"
+    result = _run_cli(_sample_cli(run_inputs, out, "--per-caption", "2"), preexec=_file_size_limit(limit))
+    flat = assert_one_error_line(result.stderr, result.returncode, 2, f"cannot write {out / 'grid.png'}")
+    assert "File too large" in flat
+    assert list(tmp_path.iterdir()) == []  # no --out folder, no staging folder
+
+
+def _wait_for_staging(folder: Path, process: subprocess.Popen, files: int = 3, timeout: float = 120) -> Path:
+    deadline = time.monotonic() + timeout
+    while True:
+        staging = [p for p in folder.glob(".out.*") if p.is_dir()]
+        if staging and len(list(staging[0].iterdir())) >= files:
+            return staging[0]
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+
+
+def test_sigterm_during_sample_removes_the_staged_images(tmp_path: Path, run_inputs: RunInputs) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    command = [sys.executable, "-m", "t2itool", *_sample_cli(run_inputs, tmp_path / "out", "--per-caption", "20000")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    _wait_for_staging(tmp_path, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert_one_error_line(stderr, process.returncode, 143, "terminated by SIGTERM; no samples were written")
+    assert list(tmp_path.iterdir()) == []
+
+    # kill -9 cannot clean up: the next sampling into the same --out removes the dead process's staging folder.
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=REPO)
+    staging = _wait_for_staging(tmp_path, process)
+    process.kill()
+    process.wait()
+    assert staging.is_dir() and not (tmp_path / "out").exists()
+    result = _run_cli(_sample_cli(run_inputs, tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "c000000-s0000.png", "c000001-s0000.png", "grid.png", "samples.jsonl",
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_disk_full_during_train_is_one_line_and_leaves_no_partial_file(tmp_path: Path, run_inputs: RunInputs) -> None:
+    """config.json, stats and grids fit under the limit, the snapshot does not: one line naming it, no temporary,
+    every file left is whole."""
+    out = tmp_path / "runs"
+    args = ["train", "dfgan", "--data", run_inputs.data, "--damsm", run_inputs.damsm, "--out", str(out), "--image-size",
+            "32", "--batch-size", "4", "--workers", "0", "--grid-every", "0", "--set", "ngf=8", "--set", "ndf=8",
+            "--steps", "1"]  # fmt: skip
+    result = _run_cli(args, preexec=_file_size_limit(1_000_000))
+    flat = assert_one_error_line(result.stderr, result.returncode, 2, "cannot write")
+    assert "snapshot-000001.pt: File too large" in flat
+    assert _leftovers(tmp_path) == []
+    (run,) = out.iterdir()
+    assert not list(run.rglob("*.pt"))
+    json.loads((run / "config.json").read_text())
+    assert [json.loads(line)["step"] for line in (run / "stats.jsonl").read_text().splitlines()] == [1]
+
+
+@pytest.mark.slow
+def test_disk_full_during_pretrain_damsm_is_one_line_and_leaves_no_partial_file(tmp_path: Path) -> None:
+    out = tmp_path / "damsm"
+    args = ["pretrain-damsm", "--data", str(GOOD_STORE), "--out", str(out), "--epochs", "1", "--batch-size", "4",
+            "--backbone-weights", "random", "--encoder-image-size", "80", "--workers", "0"]  # fmt: skip
+    result = _run_cli(args, preexec=_file_size_limit(1_000_000))
+    flat = assert_one_error_line(result.stderr, result.returncode, 2, "cannot write")
+    assert "damsm-epoch0001.pt: File too large" in flat
+    assert _leftovers(tmp_path) == []
+    assert not list(out.rglob("*.pt"))
+    json.loads((out / "config.json").read_text())
