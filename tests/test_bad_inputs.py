@@ -713,8 +713,12 @@ def test_disk_full_during_train_is_one_line_and_leaves_no_partial_file(tmp_path:
 
 @pytest.mark.slow
 def test_disk_full_during_pretrain_damsm_is_one_line_and_leaves_no_partial_file(tmp_path: Path) -> None:
+    from t2itool.data.sources.shapes import build_shapes
+
+    data = tmp_path / "shapes.h5"
+    build_shapes(data, num_images=24, image_size=16, seed=0)  # test captions of 2 classes: R-precision can run
     out = tmp_path / "damsm"
-    args = ["pretrain-damsm", "--data", str(GOOD_STORE), "--out", str(out), "--epochs", "1", "--batch-size", "4",
+    args = ["pretrain-damsm", "--data", str(data), "--out", str(out), "--epochs", "1", "--batch-size", "4",
             "--backbone-weights", "random", "--encoder-image-size", "80", "--workers", "0"]  # fmt: skip
     result = _run_cli(args, preexec=_file_size_limit(1_000_000))
     flat = assert_one_error_line(result.stderr, result.returncode, 2, "cannot write")
