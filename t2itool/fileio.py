@@ -16,6 +16,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,7 +78,10 @@ def remove_stale_temporaries(final: Path) -> list[Path]:
         if pid == os.getpid() or _pid_alive(pid):
             continue
         with contextlib.suppress(OSError):
-            os.unlink(entry.path)
+            if entry.is_dir(follow_symlinks=False):  # a staged folder (staged_folder)
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
             removed.append(Path(entry.path))
     return removed
 
@@ -262,6 +266,85 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
         raise T2IError(f"cannot write {path}: {write_error_reason(exc)}") from None
 
 
+class StagedFolder:
+    """Files that must appear in a folder together: `path(name)` gives where to write `name` in the hidden staging
+    folder; `write(name)` also turns a failed write into one line naming the final file."""
+
+    def __init__(self, final: Path, staging: Path) -> None:
+        self.final = final
+        self.staging = staging
+
+    def path(self, name: str) -> Path:
+        target = self.staging / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    @contextlib.contextmanager
+    def write(self, name: str) -> Iterator[Path]:
+        try:
+            yield self.path(name)
+        except (OSError, RuntimeError) as exc:
+            raise T2IError(f"cannot write {self.final / name}: {write_error_reason(exc)}") from None
+
+    def _commit(self, last: str | None) -> None:
+        files = sorted(p.relative_to(self.staging) for p in self.staging.rglob("*") if p.is_file())
+        files.sort(key=lambda name: str(name) == last)  # `last` moves in last: its presence means the set is whole
+        self.final.mkdir(parents=True, exist_ok=True)
+        if last is not None:
+            with contextlib.suppress(FileNotFoundError):
+                (self.final / last).unlink()  # the previous set's index: it stops describing the folder now
+        for name in files:
+            _fsync(self.staging / name)
+            (self.final / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.staging / name, self.final / name)
+        with contextlib.suppress(OSError):
+            _fsync(self.final, directory=True)
+
+
+@contextlib.contextmanager
+def staged_folder(path: str | os.PathLike, last: str | None = None) -> Iterator[StagedFolder]:
+    """Write a set of files into `path` all or nothing: they are written to a hidden folder beside `path`
+    (.NAME.HOST.PID.RANDOM.tmp) and moved in when the block succeeds, `last` (e.g. an index of the others) last; on
+    any exception (a failed write, Ctrl-C, SIGTERM) the staging folder is removed and `path` is left as it was."""
+    final = Path(path)
+    if final.exists() and not final.is_dir():
+        raise T2IError(f"cannot write {final}: it is a file, not a folder")
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise T2IError(f"cannot write {final}: {write_error_reason(exc)}") from None
+    remove_stale_temporaries(final)
+    staging = final.parent / f".{final.name}.{_host()}.{os.getpid()}.{secrets.token_hex(4)}{_TEMP_TAG}"
+    try:
+        os.mkdir(staging, 0o777)
+    except OSError as exc:
+        raise T2IError(f"cannot write {final}: {write_error_reason(exc)}") from None
+    try:
+        stage = StagedFolder(final, staging)
+        yield stage
+        try:
+            stage._commit(last)
+        except OSError as exc:
+            raise T2IError(f"cannot write {final}: {write_error_reason(exc)}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+_TORCH_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation of torch.load")
+
+
+def _load_failure(exc: BaseException) -> str:
+    """The informative part of torch.load's message (its weights-only text suggests weights_only=False: never)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(_TORCH_BOILERPLATE)]
+    text = useful[0] if useful else (lines[0] if lines else "empty or unreadable file")
+    text = text.removeprefix("WeightsUnpickler error:").strip() or "unreadable"
+    found = re.search(r"GLOBAL (\S+)", text)
+    if found:
+        return f"it holds a pickled call of {found.group(1)}, refused and not run: only tensors and plain values load"
+    return f"{type(exc).__name__}: {text[:200]}"
+
+
 def load_checkpoint(path: str | os.PathLike, kind: str, map_location: str | torch.device = "cpu") -> dict:
     """Load a t2itool checkpoint with `weights_only=True`; `kind` names what the caller expected, for the error."""
     path = Path(path)
@@ -270,8 +353,7 @@ def load_checkpoint(path: str | os.PathLike, kind: str, map_location: str | torc
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for truncated or foreign files
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else "empty or unreadable file"
-        raise T2IError(f"{path}: cannot be read as a {kind} ({type(exc).__name__}: {message})") from exc
+        raise T2IError(f"{path}: cannot be read as a {kind} ({_load_failure(exc)})") from exc
     if not isinstance(obj, dict):
         raise T2IError(f"{path}: not a {kind} (found {type(obj).__name__}, expected a dict)")
     return obj

@@ -16,10 +16,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from t2itool import cancel
 from t2itool.data.dataset import sample_caption
 from t2itool.data.text import Vocabulary, tokenize
 from t2itool.errors import T2IError
-from t2itool.fileio import atomic_path, atomic_write_text
+from t2itool.fileio import staged_folder
 from t2itool.noise import draw_rows, row_seed
 
 # Passes over the test images per dataset (tobran/DF-GAN code/cfg/{bird,coco}.yml sample_times): the data
@@ -70,7 +71,17 @@ def read_captions_file(path: str | os.PathLike) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise T2IError(f"--captions {path}: no such file (one caption a line)")
-    texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    data = path.read_bytes()
+    if b"\x00" in data:
+        raise T2IError(f"--captions {path}: holds NUL bytes, as UTF-16 text does; save it as UTF-8 text")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise T2IError(
+            f"--captions {path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save it as UTF-8"
+        ) from None
+    texts = [line.strip() for line in text.splitlines() if line.strip()]
     if not texts:
         raise T2IError(f"--captions {path}: no captions in the file")
     return texts
@@ -173,12 +184,7 @@ def _map_strip(maps: list[torch.Tensor], row: int, size: int) -> np.ndarray:
     return np.concatenate(tiles, axis=1)
 
 
-def _save_png(array: np.ndarray, path: Path) -> None:
-    with atomic_path(path, suffix=".png") as tmp:
-        Image.fromarray(array).save(tmp, format="PNG")
-
-
-def save_grid(arrays: list[np.ndarray], path: Path, columns: int = 8) -> Path:
+def _grid(arrays: list[np.ndarray], columns: int = 8) -> np.ndarray:
     count = len(arrays)
     columns = min(columns, count)
     rows = (count + columns - 1) // columns
@@ -187,8 +193,7 @@ def save_grid(arrays: list[np.ndarray], path: Path, columns: int = 8) -> Path:
     for index, array in enumerate(arrays):
         r, c = divmod(index, columns)
         canvas[r * height : (r + 1) * height, c * width : (c + 1) * width] = array
-    _save_png(canvas, path)
-    return path
+    return canvas
 
 
 @torch.no_grad()
@@ -294,19 +299,22 @@ def sample(
     if batch_size < 1:
         raise T2IError(f"--batch-size {batch_size}: must be at least 1")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     if truncation == "default":
         truncation = snapshot.spec.default_truncation(snapshot.config)
     records: list[dict[str, Any]] = []
     grid_images: list[np.ndarray] = []
     missing = {job.prompt.text: job.prompt.missing for job in jobs if job.prompt.missing}
-    with progress_bar(console) as progress:
+    # All or nothing: the files appear in `out` together when every one is written, samples.jsonl last; a failed
+    # write, Ctrl-C or SIGTERM leaves `out` as it was (t2itool.fileio.staged_folder).
+    with staged_folder(out, last="samples.jsonl") as stage, progress_bar(console) as progress:
         task = progress.add_task("sampling", total=len(jobs))
         for batch, output in generate_batches(snapshot, jobs, truncation, batch_size, device, store):
             arrays = to_uint8(output.image)
             for row, job in enumerate(batch):
+                cancel.check()
                 stem = f"c{job.prompt.key:06d}-s{job.seed:04d}"
-                _save_png(arrays[row], out / f"{stem}.png")
+                with stage.write(f"{stem}.png") as path:
+                    Image.fromarray(arrays[row]).save(path, format="PNG")
                 record: dict[str, Any] = {
                     "file": f"{stem}.png",
                     "caption": job.prompt.text,
@@ -321,16 +329,19 @@ def sample(
                     "snapshot_sha256": snapshot.sha256,
                 }
                 if visualize and output.maps:
-                    (out / "maps").mkdir(exist_ok=True)
                     record["maps"] = {}
                     for name, maps in output.maps.items():
                         map_file = f"maps/{stem}-{name}.png"
-                        _save_png(_map_strip(maps, row, arrays.shape[1]), out / map_file)
+                        with stage.write(map_file) as path:
+                            Image.fromarray(_map_strip(maps, row, arrays.shape[1])).save(path, format="PNG")
                         record["maps"][name] = map_file
                 records.append(record)
                 if len(grid_images) < grid_size:
                     grid_images.append(arrays[row])
             progress.advance(task, len(batch))
-    grid = save_grid(grid_images, out / "grid.png")
-    atomic_write_text(out / "samples.jsonl", "".join(json.dumps(record) + "\n" for record in records))
+        with stage.write("grid.png") as path:
+            Image.fromarray(_grid(grid_images)).save(path, format="PNG")
+        with stage.write("samples.jsonl") as path:
+            path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
+    grid = out / "grid.png"
     return SampleResult(out, records, missing, grid)

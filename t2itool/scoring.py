@@ -16,9 +16,9 @@ def data_of_samples(samples_dir: str | os.PathLike) -> Path:
     """The data file of the run whose snapshot made `samples_dir` (samples.jsonl names the snapshot), for `score`
     without --data."""
     from t2itool import sampling
-    from t2itool.metrics.score import _samples_meta
+    from t2itool.metrics.fidelity import read_samples_index
 
-    meta = _samples_meta(Path(samples_dir))
+    meta = read_samples_index(Path(samples_dir))
     snapshots = {m.get("snapshot") for m in meta if m.get("snapshot")}
     if len(snapshots) != 1:
         raise T2IError(

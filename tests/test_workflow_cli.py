@@ -76,7 +76,10 @@ def test_sample_split_and_score_use_the_runs_data_file(tmp_path: Path, run_snaps
     assert result.exit_code == 2 and "--data FILE is needed" in _text(result) and "config.json" in _text(result)
     free = tmp_path / "free"
     free.mkdir()
-    result = runner.invoke(_app(), ["score", str(free), "--is"])
+    result = runner.invoke(_app(), ["score", str(free), "--is"])  # no samples.jsonl: no snapshot to ask, not scorable
+    assert result.exit_code == 2 and "samples.jsonl: missing" in _text(result)
+    (free / "samples.jsonl").write_text(json.dumps({"file": "a.png", "caption": "a red square"}) + "\n")
+    result = runner.invoke(_app(), ["score", str(free), "--is"])  # records name no snapshot: --data is needed
     assert result.exit_code == 2 and "--data FILE is needed" in _text(result)
 
 

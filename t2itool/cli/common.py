@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
+import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
 
+from t2itool import cancel
 from t2itool.errors import T2IError
 
 # Progress and status go to stderr so that stdout stays machine-readable (`info --json`, `train --dry-run`).
@@ -31,13 +35,8 @@ def resolve_device(requested: str, flag: str = "--device") -> str:
     value = requested.strip().lower()
     if value == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if value == "cpu":
-        return value
-    if value == "cuda" or (value.startswith("cuda:") and value[5:].isdigit()):
-        if not torch.cuda.is_available():
-            raise T2IError(f"{flag} {requested}: CUDA is not available on this machine (use {flag} cpu or auto)")
-        return value
-    raise T2IError(f"{flag} {requested!r}: expected auto, cpu, cuda or cuda:N")
+    check_device(value, flag)
+    return value
 
 
 def print_json(payload: Any) -> None:
@@ -65,6 +64,54 @@ def user_errors(func: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    """Stop now when t2itool's own code was interrupted; elsewhere (library code, which may be a finalizer or weakref
+    callback where Python would print and swallow the exception) only flag it: long loops check it (t2itool.cancel)."""
+    cancel.request()
+    if frame is not None and "t2itool" in Path(frame.f_code.co_filename).parts:
+        raise cancel.Terminated
+
+
+def sigterm_like_ctrl_c(message: str) -> Callable[[F], F]:
+    """Handle SIGTERM as Ctrl-C during the command: its temporary output is removed (the write paths of
+    `t2itool.fileio` clean up on any exception), `error: terminated by SIGTERM; <message>`, exit code 143."""
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if threading.current_thread() is not threading.main_thread():
+                return func(*args, **kwargs)
+            previous = signal.signal(signal.SIGTERM, _on_sigterm)
+            try:
+                return func(*args, **kwargs)
+            except cancel.Terminated:
+                raise fail(f"terminated by SIGTERM; {message}", 143) from None
+            finally:
+                signal.signal(signal.SIGTERM, previous)
+                cancel.clear()
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def check_device(device: str, flag: str = "--device") -> None:
+    """A device string torch understands and this machine has, else one line naming the flag."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise T2IError(f"{flag} {device}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise T2IError(f"{flag} {device}: CUDA is not available on this machine; use {flag} cpu or auto")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise T2IError(f"{flag} {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif parsed.type != "cpu":
+        raise T2IError(f"{flag} {device}: only cpu and cuda devices are supported")
 
 
 def parse_key_values(pairs: list[str], flag: str) -> dict[str, str]:

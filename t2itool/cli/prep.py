@@ -2,46 +2,15 @@
 
 from __future__ import annotations
 
-import functools
-import signal
-import threading
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import typer
 
-from t2itool.cli.common import JSON_HELP, WORKERS_HELP, console, fail, print_json, user_errors
-from t2itool.data.prepare import PrepCancelled, PrepSummary, clear_cancel, request_cancel
+from t2itool.cli.common import JSON_HELP, WORKERS_HELP, console, print_json, sigterm_like_ctrl_c, user_errors
+from t2itool.data.prepare import PrepSummary
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    """Stop now when t2itool's own code was interrupted; elsewhere (library code, which may be a finalizer or weakref
-    callback where Python would print and swallow the exception) only flag it: prep checks at every image."""
-    request_cancel()
-    if frame is not None and "t2itool" in Path(frame.f_code.co_filename).parts:
-        raise PrepCancelled
-
-
-def sigterm_like_ctrl_c(func: F) -> F:
-    """Handle SIGTERM as Ctrl-C during `func`: the temporary output is removed, one error line, exit code 143."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if threading.current_thread() is not threading.main_thread():
-            return func(*args, **kwargs)
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
-        try:
-            return func(*args, **kwargs)
-        except PrepCancelled:
-            raise fail("terminated by SIGTERM; nothing was written (the temporary file was removed)", 143) from None
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-            clear_cancel()
-
-    return wrapper  # type: ignore[return-value]
+PREP_TERMINATED = "nothing was written (the temporary file was removed)"
 
 
 prep_app = typer.Typer(help="Prepare a dataset as one HDF5 file.", no_args_is_help=True, rich_markup_mode=None)
@@ -134,7 +103,7 @@ def report(summary: PrepSummary, as_json: bool = False) -> None:
 
 @prep_app.command("cub")
 @user_errors
-@sigterm_like_ctrl_c
+@sigterm_like_ctrl_c(PREP_TERMINATED)
 def prep_cub(
     root: Path = typer.Argument(
         ..., metavar="ROOT", help="AttnGAN's birds folder (CUB_200_2011/, text/, train/, test/)."
@@ -170,7 +139,7 @@ def prep_cub(
 
 @prep_app.command("coco")
 @user_errors
-@sigterm_like_ctrl_c
+@sigterm_like_ctrl_c(PREP_TERMINATED)
 def prep_coco(
     root: Path = typer.Argument(..., metavar="ROOT", help="AttnGAN's coco folder or the official 2014 release."),
     out: Path = OUT,
@@ -204,7 +173,7 @@ def prep_coco(
 
 @prep_app.command("folder")
 @user_errors
-@sigterm_like_ctrl_c
+@sigterm_like_ctrl_c(PREP_TERMINATED)
 def prep_folder(
     root: Path = typer.Argument(..., metavar="ROOT", help="Images with same-named .txt captions, or a captions.jsonl."),
     out: Path = OUT,
@@ -242,7 +211,7 @@ def prep_folder(
 
 @prep_app.command("shapes")
 @user_errors
-@sigterm_like_ctrl_c
+@sigterm_like_ctrl_c(PREP_TERMINATED)
 def prep_shapes(
     out: Path = OUT,
     num_images: int = typer.Option(2048, "--num-images", help="How many images to draw."),

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import typer
 
-from t2itool.cli.common import DEVICE_HELP, JSON_HELP, console, print_json, resolve_device, user_errors
+from t2itool.cli.common import (
+    DEVICE_HELP,
+    JSON_HELP,
+    console,
+    print_json,
+    resolve_device,
+    sigterm_like_ctrl_c,
+    user_errors,
+)
 from t2itool.errors import T2IError
 
 
@@ -95,6 +103,7 @@ def run_sample(
 def register(app: typer.Typer) -> None:
     @app.command("sample")
     @user_errors
+    @sigterm_like_ctrl_c("no samples were written (the staged images were removed)")
     def sample_command(
         snapshot: Path = typer.Argument(
             ..., help="A run folder (its newest snapshot) or a snapshot-<step>.pt file.", metavar="SNAPSHOT"

@@ -85,6 +85,7 @@ def register(app: typer.Typer) -> None:
         from t2itool.metrics.score import ScoreConfig, score
         from t2itool.scoring import data_of_samples, generate_and_score
 
+        device = resolve_device(device)  # before any work: a missing GPU is one line
         if target is None and not reference_only:
             raise T2IError("give SAMPLES_DIR (or a run with --generate, or --reference-only)")
         if generate and target is None:
@@ -93,7 +94,7 @@ def register(app: typer.Typer) -> None:
             raise T2IError("--reference-only needs --data FILE")
         options = dict(
             fid=fid, isc=isc, kid=kid, r_precision=r_precision, damsm=damsm, shapes_agreement=shapes_agreement,
-            fid_flavor=fid_flavor, inception_weights=inception_weights, device=resolve_device(device),
+            fid_flavor=fid_flavor, inception_weights=inception_weights, device=device,
             batch_size=batch_size, flips=not no_flips, kid_subset_size=kid_subset_size, extractor=extractor,
             reference_only=reference_only,
         )  # fmt: skip

@@ -11,7 +11,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from t2itool import cancel
+from t2itool.cancel import Terminated
 from t2itool.data.features import load_feature_files
 from t2itool.data.schema import IMAGE_FORMATS, encode_jpeg
 from t2itool.data.text import Vocabulary, tokenize
@@ -67,26 +68,10 @@ class PrepSummary:
         return dict(self.__dict__)
 
 
-class PrepCancelled(KeyboardInterrupt):
-    """A stop request (the CLI's SIGTERM handler): prep stops like on Ctrl-C and removes its temporary output."""
-
-
-_cancel_requested = threading.Event()
-
-
-def request_cancel() -> None:
-    """Ask a running `run_prep` to stop at its next image. Signal handlers also raise PrepCancelled directly; this
-    flag catches the case where Python swallows that exception (raised inside a finalizer or weakref callback)."""
-    _cancel_requested.set()
-
-
-def clear_cancel() -> None:
-    _cancel_requested.clear()
-
-
-def _check_cancel() -> None:
-    if _cancel_requested.is_set():
-        raise PrepCancelled
+PrepCancelled = Terminated  # a stop request (the CLI's SIGTERM handler): prep stops as on Ctrl-C, temporary removed
+request_cancel = cancel.request  # ask a running `run_prep` to stop at its next image
+clear_cancel = cancel.clear
+_check_cancel = cancel.check
 
 
 def resolve_workers(workers: int | None) -> int:

@@ -66,35 +66,116 @@ class ReferenceImages(Dataset):
         return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
 
 
+SAMPLES_INDEX = "samples.jsonl"
+
+
+def _index_error(index: Path, line: int, what: str) -> T2IError:
+    return T2IError(f"{index}:{line}: {what}")
+
+
+def read_samples_index(root: Path) -> list[dict[str, Any]]:
+    """The records of ROOT/samples.jsonl, checked: one JSON object a line, each with the image's `file` (a relative
+    name inside the folder, listed once) and well-typed optional fields."""
+    index = root / SAMPLES_INDEX
+    if not index.is_file():
+        raise T2IError(
+            f"{index}: missing; `t2itool sample` writes it last, so without it the sampling did not finish (for "
+            'images made elsewhere, list them one JSON object a line: {"file": "NAME.png", "caption": "..."})'
+        )
+    try:
+        text = index.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise T2IError(f"{index}: not UTF-8 text") from None
+    except OSError as exc:
+        raise T2IError(f"{index}: cannot be read ({exc.strerror})") from None
+    records: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise _index_error(index, number, f"not JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise _index_error(index, number, f"expected a JSON object, found {type(record).__name__}")
+        name = record.get("file")
+        if not isinstance(name, str) or not name.strip():
+            raise _index_error(index, number, "'file' must be the image's file name (a string)")
+        parts = Path(name).parts
+        if Path(name).is_absolute() or ".." in parts or not name.lower().endswith(".png"):
+            raise _index_error(index, number, f"'file' {name!r}: expected a .png name inside the folder")
+        if name in seen:
+            raise _index_error(index, number, f"'file' {name!r} is listed twice")
+        seen.add(name)
+        for key, types, expected in (
+            ("caption", (str,), "a string"),
+            ("caption_index", (int, type(None)), "an integer"),
+            ("snapshot_sha256", (str, type(None)), "a string"),
+        ):
+            if key in record and (not isinstance(record[key], types) or isinstance(record[key], bool)):
+                raise _index_error(index, number, f"{key!r} must be {expected}, not {record[key]!r}")
+        records.append(record)
+    if not records:
+        raise T2IError(f"{index}: lists no images")
+    return records
+
+
 class SampleImages(Dataset):
-    """PNG files of a samples folder (the order of samples.jsonl when present) as bare uint8 (3, H, W) tensors."""
+    """PNG files of a samples folder in the order of its samples.jsonl, as bare uint8 (3, H, W) tensors.
+
+    The folder is checked on opening: samples.jsonl is present and well formed, lists every PNG of the folder (other
+    than grid.png) and only existing files, and every listed file is an image of one common size."""
 
     def __init__(self, samples_dir: str | os.PathLike) -> None:
         self.root = Path(samples_dir)
         if not self.root.is_dir():
             raise T2IError(f"{self.root}: no such samples folder (make one with `t2itool sample ... --out DIR`)")
-        index = self.root / "samples.jsonl"
-        if index.is_file():
-            records = [json.loads(line) for line in index.read_text(encoding="utf-8").splitlines() if line.strip()]
-            self.files = [self.root / record["file"] for record in records]
-        else:
-            self.files = sorted(p for p in self.root.glob("*.png") if not p.name.startswith("grid"))
-        if not self.files:
-            raise T2IError(f"{self.root}: no sample images (expected samples.jsonl or *.png)")
+        self.records = read_samples_index(self.root)
+        self.files = [self.root / record["file"] for record in self.records]
+        index = self.root / SAMPLES_INDEX
         missing = [str(p) for p in self.files if not p.is_file()]
         if missing:
-            raise T2IError(f"{self.root}: {len(missing)} files listed in samples.jsonl are missing, e.g. {missing[0]}")
+            raise T2IError(f"{index}: {len(missing)} listed files are missing, e.g. {missing[0]}")
+        listed = {p.name for p in self.files if p.parent == self.root}
+        unlisted = sorted(p.name for p in self.root.glob("*.png") if p.name != "grid.png" and p.name not in listed)
+        if unlisted:
+            raise T2IError(
+                f"{index}: does not list {len(unlisted)} PNG files of the folder, e.g. {unlisted[0]} (left by another "
+                "sampling?); sample into an empty folder"
+            )
+        self.size = self._common_size()
+
+    def _common_size(self) -> tuple[int, int]:
+        size, first = None, None
+        for path in self.files:
+            try:
+                with Image.open(path) as image:
+                    this = image.size
+            except (OSError, SyntaxError, ValueError) as exc:
+                raise T2IError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from None
+            if size is None:
+                size, first = this, path
+            elif this != size:
+                raise T2IError(
+                    f"{path}: {this[0]}x{this[1]} px, but {first.name} is {size[0]}x{size[1]}; the samples of a "
+                    "folder must all have one size"
+                )
+        assert size is not None
+        return size
 
     def __len__(self) -> int:
         return len(self.files)
 
     def resolution(self) -> int:
-        with Image.open(self.files[0]) as image:
-            return int(image.size[0])
+        return int(self.size[0])
 
     def __getitem__(self, item: int) -> torch.Tensor:
-        with Image.open(self.files[item]) as image:
-            array = np.asarray(image.convert("RGB"))
+        try:
+            with Image.open(self.files[item]) as image:
+                array = np.asarray(image.convert("RGB"))
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise T2IError(f"{self.files[item]}: not a readable image ({type(exc).__name__}: {exc})") from None
         return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 

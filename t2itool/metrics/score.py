@@ -5,7 +5,6 @@ Resolves weights first (one clear error offline), reuses cached reference featur
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,13 +50,6 @@ class ScoreReport:
     records: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
     samples_dir: Path | None = None  # the scored folder (the generated one for `generate_and_score`)
-
-
-def _samples_meta(samples_dir: Path) -> list[dict[str, Any]]:
-    index = samples_dir / "samples.jsonl"
-    if not index.is_file():
-        return []
-    return [json.loads(line) for line in index.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def validate(config: ScoreConfig, need_samples: bool = True) -> None:
@@ -162,7 +154,7 @@ def score(config: ScoreConfig, console: Any = None) -> ScoreReport:
 
     samples_dir = Path(config.samples_dir)
     samples = fidelity.SampleImages(samples_dir)
-    meta = _samples_meta(samples_dir)
+    meta = samples.records
     snapshots = sorted({m.get("snapshot_sha256") for m in meta if m.get("snapshot_sha256")})
     resolution = samples.resolution()
     base = {
