@@ -33,7 +33,7 @@ def test_train_status_lines_and_log_txt(shapes_h5: str, tmp_path: Path, capfd) -
     result = json.loads(proc.stdout)  # --json: one document on stdout, the status lines on stderr
     run = Path(result["run_dir"])
     log = (run / "log.txt").read_text().splitlines()
-    assert log[0].startswith(f"run folder {run}: dfgan, 4 steps, batch 4x1, cpu")
+    assert log[0].startswith(f"run folder {run}: dfgan, 4 steps, global batch 4 (4 per process x 1), cpu")
     assert log[-1].startswith(f"run folder {run}: step 4,")
     status = [line for line in log if line.startswith("step ")]
     assert [int(line.split()[1]) for line in status] == [2, 4]
