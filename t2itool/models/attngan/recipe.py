@@ -83,11 +83,14 @@ class AttnGANRecipe(GANRecipe):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """BCE(cond(real_j, s_{j+1}), 0) averaged over the global batch's B - 1 wrong pairs (code/miscc/losses.py
         discriminator_loss: real_features[:B-1] with conditions[1:B]). Each process sums its own pairs, scaled so
-        that the loop's average of gradients (and of the reported values) over processes is the one-process mean."""
+        that the loop's average of gradients (and of the reported values) over processes is the one-process mean.
+        The last process holds one pair fewer; the head's batch norm takes its statistics over the B - 1 pairs as
+        the code does (the loop's global batch norm counts each process's rows)."""
         gathered = ctx.gather(sentence)
         valid = batch.positions + 1 < batch.global_size
-        if not bool(valid.any()):
+        if not bool(valid.any()) and ctx.world_size == 1:
             return real_features.new_zeros(()), real_features.new_zeros(0)
+        # With several processes the head runs even on no rows: its batch norm reduces over every process.
         partner = gathered[batch.positions[valid] + 1]
         with ctx.autocast():
             logits = disc.cond_logits(real_features[valid], partner).float()
