@@ -95,7 +95,9 @@ def register(app: typer.Typer) -> None:
         ),
         batch_size: int = typer.Option(16, "--batch-size", help="Images per forward pass (does not change images)."),
         device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
-        visualize: bool = typer.Option(False, "--visualize", help="Also save the model's own maps (e.g. masks)."),
+        visualize: bool = typer.Option(
+            False, "--visualize", help="Also save the model's maps (masks; AttnGAN: a word-attention figure per image)."
+        ),
     ) -> None:
         """Generate images from text with a trained snapshot."""
         run_sample(
