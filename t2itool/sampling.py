@@ -184,6 +184,47 @@ def _map_strip(maps: list[torch.Tensor], row: int, size: int) -> np.ndarray:
     return np.concatenate(tiles, axis=1)
 
 
+def _labelled(tile: np.ndarray, label: str, height: int = 14) -> np.ndarray:
+    """`tile` (H, W, 3) uint8 above a white strip with `label` in black (PIL's default font, clipped to the width)."""
+    from PIL import ImageDraw
+
+    strip = Image.new("RGB", (tile.shape[1], height), (255, 255, 255))
+    ImageDraw.Draw(strip).text((2, 1), label, fill=(0, 0, 0))
+    return np.concatenate([tile, np.asarray(strip)], axis=0)
+
+
+def _resize_tile(array: torch.Tensor, size: int, mode: str) -> torch.Tensor:
+    """(C, h, w) float -> (C, size, size)."""
+    kwargs = {"align_corners": False} if mode == "bilinear" else {}
+    return torch.nn.functional.interpolate(array[None], size=(size, size), mode=mode, **kwargs)[0]
+
+
+def attention_figure(images: list[torch.Tensor], attention: list[torch.Tensor], words: list[str]) -> np.ndarray:
+    """AttnGAN's figure for one image (Xu et al., CVPR 2018, Fig. 2 / code/miscc/utils.py build_super_images):
+    row 1 the images of every stage (smallest first, each (3, h, w) in [-1, 1]); then one row per attention stage
+    ((T, h, w) word attention): that stage's output image, then one map per caption word over it, the word below.
+    Each map is scaled by its own maximum and shown as the image darkened where the word is not attended."""
+    tile = max(64, int(images[-1].shape[-1]))
+    pictures = [_resize_tile(image.detach().float().cpu().clamp(-1, 1).add(1).mul(0.5), tile, "nearest") for image
+                in images]  # fmt: skip
+
+    def to_uint8(picture: torch.Tensor) -> np.ndarray:
+        return (picture.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+    rows = [[_labelled(to_uint8(p), f"{int(im.shape[-1])} px") for p, im in zip(pictures, images, strict=True)]]
+    for stage, maps in enumerate(attention):
+        base = pictures[min(stage + 1, len(pictures) - 1)]  # the image this stage's attention helped produce
+        row = [_labelled(to_uint8(base), f"attn {int(maps.shape[-1])} px")]
+        for index, word in enumerate(words[: maps.shape[0]]):
+            weights = maps[index].detach().float().cpu()
+            weights = _resize_tile((weights / weights.max().clamp_min(1e-8))[None], tile, "bilinear")
+            row.append(_labelled(to_uint8(base * (0.2 + 0.8 * weights.clamp(0, 1))), word))
+        rows.append(row)
+    width = max(len(row) for row in rows)
+    blank = np.full_like(rows[0][0], 255)
+    return np.concatenate([np.concatenate(row + [blank] * (width - len(row)), axis=1) for row in rows], axis=0)
+
+
 def _grid(arrays: list[np.ndarray], columns: int = 8) -> np.ndarray:
     count = len(arrays)
     columns = min(columns, count)
@@ -332,8 +373,15 @@ def sample(
                     record["maps"] = {}
                     for name, maps in output.maps.items():
                         map_file = f"maps/{stem}-{name}.png"
+                        if name == "attention":  # word attention (B, T, h, w): one map per caption word
+                            # the words the generator saw: a long caption's in-order subset, as caption_rows drew it
+                            tokens, length = caption_rows([job], int(maps[0].shape[1]))
+                            words = [snapshot.vocab_words[i] for i in tokens[0, : int(length[0])].tolist()]
+                            figure = attention_figure([im[row] for im in output.images], [m[row] for m in maps], words)
+                        else:
+                            figure = _map_strip(maps, row, arrays.shape[1])
                         with stage.write(map_file) as path:
-                            Image.fromarray(_map_strip(maps, row, arrays.shape[1])).save(path, format="PNG")
+                            Image.fromarray(figure).save(path, format="PNG")
                         record["maps"][name] = map_file
                 records.append(record)
                 if len(grid_images) < grid_size:

@@ -131,7 +131,9 @@ def register(app: typer.Typer) -> None:
         ),
         batch_size: int = typer.Option(16, "--batch-size", help="Images per forward pass (does not change images)."),
         device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-        visualize: bool = typer.Option(False, "--visualize", help="Also save the model's own maps (e.g. masks)."),
+        visualize: bool = typer.Option(
+            False, "--visualize", help="Also save the model's maps (masks; AttnGAN: a word-attention figure per image)."
+        ),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     ) -> None:
         """Generate images from text with a trained snapshot."""

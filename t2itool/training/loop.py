@@ -286,7 +286,7 @@ def training_loop(
                     index = torch.arange(len(grid.texts)).repeat_interleave(grid_columns)[rows]
                     features = _rows(grid_text, index).to(device)
                 noise = {name: values[rows].to(device) for name, values in grid_noise.items()}
-                return spec.generate(generator, noise, features).image
+                return _grid_cells(spec.generate(generator, noise, features).images)
 
         images = render_grid(generate, len(grid_keys))
         save_grid(images, grid.texts, run_path / "grids" / f"grid-{at_step:06d}.png", grid_columns)
@@ -440,6 +440,16 @@ def training_loop(
         "interrupted": stopped_early,
         "seconds_per_step": elapsed / max(1, step - start_step),
     }
+
+
+def _grid_cells(images: list[torch.Tensor]) -> torch.Tensor:
+    """One grid cell per sample: the final image, or for multi-stage models every stage's image (nearest-upsampled
+    to the final size) side by side, smallest first."""
+    final = images[-1]
+    if len(images) == 1:
+        return final
+    size = tuple(final.shape[-2:])
+    return torch.cat([torch.nn.functional.interpolate(im.float(), size=size, mode="nearest") for im in images], -1)
 
 
 def _rows(text: TextFeatures, index: torch.Tensor) -> TextFeatures:

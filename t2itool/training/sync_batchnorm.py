@@ -51,9 +51,12 @@ class GlobalBatchNorm(_BatchNorm):
         dims = [d for d in range(input.dim()) if d != 1]
         shape = [1, -1] + [1] * (input.dim() - 2)
         x = input.float()
-        total = float(x.numel() // x.shape[1] * dist.get_world_size())  # every process holds an equal share
+        # Processes may hold unequal shares (AttnGAN's B - 1 wrong pairs): the count is reduced with the sums.
+        count = x.new_full((1,), float(x.numel() // x.shape[1]))
+        reduced = _AllReduceSum.apply(torch.cat([x.sum(dims), count]))
+        total = float(reduced[-1])
         # Two passes (mean, then centred squares) are as accurate as one process's batch_norm.
-        mean = _AllReduceSum.apply(x.sum(dims)) / total
+        mean = reduced[:-1] / total
         centred = x - mean.view(shape)
         var = _AllReduceSum.apply(centred.square().sum(dims)) / total
         out = centred * torch.rsqrt(var + self.eps).view(shape)

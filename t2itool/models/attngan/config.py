@@ -5,75 +5,55 @@ configurations as data.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from t2itool.models.blocks.stage_generator import stage_sizes as sizes_of_stages
 from t2itool.models.blocks.word_attention import MASK_MODES
+from t2itool.models.recipe import ModelConfig, param
 
 
 @dataclass
-class AttnGANConfig:
-    image_size: int = field(
-        default=256, metadata={"help": "final resolution; the three stages are at 1/4, 1/2 and 1 of it (>= 32)"}
+class AttnGANConfig(ModelConfig):
+    image_size: int = param(
+        256, "final resolution, a power of two >= 32; the three stages are at 1/4, 1/2 and 1 of it", min=32
     )
-    max_words: int = field(default=18, metadata={"help": "caption tokens fed to the text encoder (TEXT.WORDS_NUM)"})
-    sync_batchnorm: bool = field(
-        default=True,
-        metadata={
-            "help": "with several processes, batch norms use statistics over the whole batch (the official code "
-            "trains on one GPU, so this reproduces its statistics); false: each process normalises its own share"
-        },
+    max_words: int = param(18, "caption tokens fed to the text encoder (TEXT.WORDS_NUM)", min=1)
+    sync_batchnorm: bool = param(
+        True,
+        "with several processes, batch norms use statistics over the whole batch (the official code trains on one "
+        "GPU, so this reproduces its statistics); false: each process normalises its own share",
     )
-    gf_dim: int = field(default=32, metadata={"help": "generator base width GF (GAN.GF_DIM); stage 1 starts at 16 GF"})
-    df_dim: int = field(default=64, metadata={"help": "discriminator base width (GAN.DF_DIM); features are 8 ndf"})
-    z_dim: int = field(default=100, metadata={"help": "length of the noise vector z (GAN.Z_DIM)"})
-    cond_dim: int = field(
-        default=100, metadata={"help": "conditioning-augmentation sample size, its noise stream 'ca' (CONDITION_DIM)"}
+    gf_dim: int = param(32, "generator base width GF (GAN.GF_DIM); stage 1 starts at 16 GF", min=1)
+    df_dim: int = param(64, "discriminator base width (GAN.DF_DIM); features are 8 ndf", min=1)
+    z_dim: int = param(100, "length of the noise vector z (GAN.Z_DIM), noise stream 'z'", min=1)
+    cond_dim: int = param(100, "conditioning-augmentation sample size, its noise stream 'ca' (CONDITION_DIM)", min=1)
+    text_dim: int = param(256, "word and sentence feature size of the DAMSM encoders (TEXT.EMBEDDING_DIM)", min=1)
+    r_num: int = param(2, "GLU residual blocks per refining stage (GAN.R_NUM)", min=0)
+    attention_mask: str = param(
+        "fixed",
+        "padding mask of the word attention: 'fixed' masks each sample's own padding; 'official' reproduces "
+        "code/GlobalAttention.py's tiling, which hands other samples' masks to pixels when batch > 1",
+        choices=MASK_MODES,
     )
-    text_dim: int = field(
-        default=256, metadata={"help": "word and sentence feature size of the DAMSM encoders (TEXT.EMBEDDING_DIM)"}
+    unconditional_head: bool = param(
+        True, "discriminators also judge realism without text (D_NET b_jcu; false in the DCGAN variant)"
     )
-    r_num: int = field(default=2, metadata={"help": "GLU residual blocks per refining stage (GAN.R_NUM)"})
-    attention_mask: str = field(
-        default="fixed",
-        metadata={
-            "help": "padding mask of the word attention: 'fixed' masks each sample's own padding; 'official' "
-            "reproduces code/GlobalAttention.py's tiling, which hands other samples' masks to pixels when batch > 1"
-        },
-    )
-    unconditional_head: bool = field(
-        default=True,
-        metadata={"help": "discriminators also judge realism without text (D_NET b_jcu; false in the DCGAN variant)"},
-    )
-    damsm_lambda: float = field(
-        default=5.0, metadata={"help": "weight of the DAMSM loss on the final image (TRAIN.SMOOTH.LAMBDA)"}
-    )
-    gamma1: float = field(default=4.0, metadata={"help": "DAMSM attention sharpness over regions (SMOOTH.GAMMA1)"})
-    gamma2: float = field(default=5.0, metadata={"help": "DAMSM word-score aggregation factor (SMOOTH.GAMMA2)"})
-    gamma3: float = field(default=10.0, metadata={"help": "DAMSM batch-similarity smoothing factor (SMOOTH.GAMMA3)"})
-    mask_same_class: bool = field(
-        default=True, metadata={"help": "DAMSM: mask same-class non-matching pairs (CUB class ids; COCO has none)"}
-    )
-    kl_weight: float = field(default=1.0, metadata={"help": "weight of the conditioning-augmentation KL term"})
-    lr_g: float = field(default=2e-4, metadata={"help": "generator Adam learning rate (TRAIN.GENERATOR_LR)"})
-    lr_d: float = field(
-        default=2e-4, metadata={"help": "Adam learning rate of each discriminator (TRAIN.DISCRIMINATOR_LR)"}
-    )
-    beta1: float = field(default=0.5, metadata={"help": "Adam beta1 (generator and discriminators)"})
-    beta2: float = field(default=0.999, metadata={"help": "Adam beta2 (generator and discriminators)"})
+    damsm_lambda: float = param(5.0, "weight of the DAMSM loss on the final image (TRAIN.SMOOTH.LAMBDA)", min=0)
+    gamma1: float = param(4.0, "DAMSM attention sharpness over regions (SMOOTH.GAMMA1)", above=0)
+    gamma2: float = param(5.0, "DAMSM word-score aggregation factor (SMOOTH.GAMMA2)", above=0)
+    gamma3: float = param(10.0, "DAMSM batch-similarity smoothing factor (SMOOTH.GAMMA3)", above=0)
+    mask_same_class: bool = param(True, "DAMSM: mask same-class non-matching pairs (CUB class ids; COCO has none)")
+    kl_weight: float = param(1.0, "weight of the conditioning-augmentation KL term", min=0)
+    lr_g: float = param(2e-4, "generator Adam learning rate (TRAIN.GENERATOR_LR)", above=0)
+    lr_d: float = param(2e-4, "Adam learning rate of each discriminator (TRAIN.DISCRIMINATOR_LR)", above=0)
+    beta1: float = param(0.5, "Adam beta1 (generator and discriminators)", min=0, max=1)
+    beta2: float = param(0.999, "Adam beta2 (generator and discriminators)", min=0, max=1)
 
-    def __post_init__(self) -> None:
-        floats = ("damsm_lambda", "gamma1", "gamma2", "gamma3", "kl_weight", "lr_g", "lr_d", "beta1", "beta2")
-        for name in floats:
-            setattr(self, name, float(getattr(self, name)))  # torch >= 2.6 rejects mixed int/float betas
-        sizes_of_stages(self.image_size)  # raises for sizes the three-stage layout cannot hold
-        if self.attention_mask not in MASK_MODES:
-            raise ValueError(f"attention_mask {self.attention_mask!r}: choose one of {', '.join(MASK_MODES)}")
-        for name in ("max_words", "gf_dim", "df_dim", "z_dim", "cond_dim", "text_dim"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.r_num < 0:
-            raise ValueError(f"r_num must be >= 0, got {self.r_num}")
+    def validate(self) -> None:
+        try:
+            sizes_of_stages(self.image_size)  # the three-stage layout needs a power of two >= 32
+        except ValueError as exc:
+            raise ValueError(f"image_size={self.image_size}: {exc}") from None
 
     @property
     def stage_sizes(self) -> tuple[int, int, int]:

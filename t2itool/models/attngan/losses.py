@@ -19,6 +19,7 @@ from t2itool.models.blocks.conditioning import kl_loss
 __all__ = [
     "bce_fake",
     "bce_real",
+    "combine_discriminator_terms",
     "discriminator_loss",
     "generator_adversarial_loss",
     "generator_loss",
@@ -63,9 +64,27 @@ def discriminator_loss(
     if (real_uncond is None) != (fake_uncond is None):
         raise ValueError("pass both unconditional logits (real and fake) or neither")
     if real_uncond is None:
-        return bce_real(real_cond) + (bce_fake(fake_cond) + bce_fake(wrong_cond)) / 2.0
-    real = (bce_real(real_uncond) + bce_real(real_cond)) / 2.0
-    return real + (bce_fake(fake_uncond) + bce_fake(fake_cond) + bce_fake(wrong_cond)) / 3.0
+        return combine_discriminator_terms(bce_real(real_cond), bce_fake(fake_cond), bce_fake(wrong_cond))
+    return combine_discriminator_terms(
+        bce_real(real_cond), bce_fake(fake_cond), bce_fake(wrong_cond), bce_real(real_uncond), bce_fake(fake_uncond)
+    )
+
+
+def combine_discriminator_terms(
+    real_cond: torch.Tensor,
+    fake_cond: torch.Tensor,
+    wrong_cond: torch.Tensor,
+    real_uncond: torch.Tensor | None = None,
+    fake_uncond: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`discriminator_loss` from its BCE terms (scalars), for callers that form a term themselves (the training
+    step computes the wrong-pair term over the global batch): (ru + rc) / 2 + (fu + fc + wc) / 3, or without the
+    unconditional head rc + (fc + wc) / 2."""
+    if (real_uncond is None) != (fake_uncond is None):
+        raise ValueError("pass both unconditional terms (real and fake) or neither")
+    if real_uncond is None:
+        return real_cond + (fake_cond + wrong_cond) / 2.0
+    return (real_uncond + real_cond) / 2.0 + (fake_uncond + fake_cond + wrong_cond) / 3.0
 
 
 def generator_adversarial_loss(fake_cond: torch.Tensor, fake_uncond: torch.Tensor | None = None) -> torch.Tensor:
