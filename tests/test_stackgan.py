@@ -296,3 +296,12 @@ def test_presets_carry_each_stages_loop_settings() -> None:
     assert birds["model_config"]["lr_decay_epochs"] == 100 and coco1["model_config"]["lr_decay_epochs"] == 20
     result = runner.invoke(app, ["train", "stackgan", "--dry-run", "--set", "stage=3"])
     assert result.exit_code == 2 and "stage=3" in result.output
+
+
+@pytest.mark.slow
+def test_stage1_learns_the_colours_of_its_captions(learning_data, tmp_path: Path) -> None:
+    from learning import colour_agreement
+
+    colour = colour_agreement("stackgan", learning_data, tmp_path, steps=300, image_size=32, batch_size=32,
+                              sets={"gf_dim": "16", "df_dim": "16"})  # fmt: skip
+    assert colour["value"] > 2.0 * colour["chance"], colour
