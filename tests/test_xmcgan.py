@@ -79,6 +79,7 @@ def test_cli_trains_a_few_steps_and_samples(shapes_h5: str, damsm_ckpt: str, tmp
     assert len((tmp_path / "samples" / "samples.jsonl").read_text().splitlines()) == 2
 
 
+@pytest.mark.slow  # ResNet-50 at 224 px on CPU: about 500 s on 2 shared cores
 def test_issue_command_at_64px_with_the_frozen_resnet(
     shapes_h5: str, damsm_ckpt: str, resnet_file: str, tmp_path: Path
 ) -> None:
