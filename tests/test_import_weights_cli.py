@@ -1,6 +1,6 @@
 """`t2itool import-weights` end to end for AttnGAN and StackGAN: released-layout files (official names and order,
-random values) -> snapshot through the CLI -> `sample` (and for AttnGAN `score`) through the CLI, with the imported
-weights checked exactly."""
+random values) -> snapshot through the CLI -> `sample` and `score` (of samples, and `--generate`) through the CLI,
+with the imported weights checked exactly."""
 
 from __future__ import annotations
 
@@ -86,3 +86,14 @@ def test_stackgan_stage2_release_imports_and_samples_at_256px(tmp_path: Path, sh
     assert len(records) == 4  # (random values at GF 8 leave the 2-channel last block dead: no pixel check here)
     image = np.asarray(Image.open(tmp_path / "samples" / records[0]["file"]))
     assert image.shape == (256, 256, 3)
+
+    # score --generate treats the imported snapshot like a run's: generate from the test split, then score.
+    out = tmp_path / "generated"
+    args = ["score", str(snapshot), "--generate", "--samples-out", str(out), "--data", shapes_h5, "--num-images", "4",
+            "--shapes-agreement", "--json"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    colour = json.loads(result.stdout)[0]
+    assert colour["metric"] == "colour_agreement" and colour["num_scored"] == 4
+    generated = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(generated) == 4 and all(r["snapshot"] == str(snapshot) for r in generated)
