@@ -417,3 +417,21 @@ def test_run_folders_the_docs_cite_are_what_their_train_commands_make(doc_files:
     assert len(cited) >= 5
     wrong = [f"{where}: {name}" for where, name in cited if name not in made]
     assert not wrong, f"run folders no documented train command makes: {wrong}; they make: {sorted(made)}"
+
+
+def test_readme_model_table_matches_the_registry() -> None:
+    """The README's model table: registered models are not `planned`, and list exactly their presets."""
+    from t2itool.models.registry import get_model, list_models
+
+    section = (ROOT / "README.md").read_text().split("\n## Models\n")[1].split("\n## ")[0]
+    rows = re.findall(r"^\| `([\w-]+)` \|[^|]*\| ([^|]*) \| ([^|]*) \|$", section, re.M)
+    table = {
+        name: (status.strip(), {p.strip() for p in presets.split(",") if p.strip()}) for name, status, presets in rows
+    }
+    for name in list_models():
+        assert name in table, f"README.md: model {name} missing from the models table"
+        status, presets = table[name]
+        assert not status.startswith("planned"), f"README.md: {name} is registered but listed as {status!r}"
+        assert presets == set(get_model(name).train_presets), f"README.md: presets of {name}"
+    for name, (status, _) in table.items():
+        assert name in list_models() or status.startswith("planned"), f"README.md: {name} is not registered"
