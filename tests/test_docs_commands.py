@@ -44,6 +44,7 @@ DOC_FILES = [
     *sorted((ROOT / "docs" / "models").glob("*.md")),
     *sorted((ROOT / "examples").glob("*.md")),
 ]
+SCRIPTS = sorted((ROOT / "examples").glob("*.sh"))  # README: "examples/cub_pipeline.sh runs exactly this"
 SHELL_FENCES = {"", "sh", "bash", "shell", "console"}  # ```python / ```toml blocks hold no command lines
 
 # (command path, reason) for commands that are parsed only; the first matching prefix wins.
@@ -70,14 +71,15 @@ class DocCommand:
     notes: list[str] = field(default_factory=list)
 
 
-def _logical_lines(text: str):
-    """(line number, logical line) of each line inside shell-like fenced blocks, `\\` continuations joined."""
+def _logical_lines(text: str, script: bool = False):
+    """(line number, logical line) of each line inside shell-like fenced blocks (every line of a `script`), `\\`
+    continuations joined."""
     lines = text.splitlines()
-    fence: str | None = None
+    fence: str | None = "sh" if script else None
     index = 0
     while index < len(lines):
         stripped = lines[index].strip()
-        if stripped.startswith("```"):
+        if stripped.startswith("```") and not script:
             fence = None if fence is not None else stripped[3:].strip().lower()
             index += 1
             continue
@@ -94,9 +96,13 @@ def _logical_lines(text: str):
 
 def collect() -> list[DocCommand]:
     commands = []
-    for path in DOC_FILES:
-        for number, line in _logical_lines(path.read_text(encoding="utf-8")):
+    for path in [*DOC_FILES, *SCRIPTS]:
+        source = path.read_text(encoding="utf-8")
+        defaults = dict(re.findall(r"^(\w+)=\$\{\1:-([^}]*)\}", source, re.M))  # NAME=${NAME:-default}
+        for number, line in _logical_lines(source, script=path.suffix == ".sh"):
             text = line.strip().removeprefix("$ ")
+            if path.suffix == ".sh":  # the script's defaults; other variables ($RUN) are paths substituted below
+                text = re.sub(r"\$\{?(\w+)\}?", lambda m, known=defaults: known.get(m.group(1), m.group(0)), text)
             if not (text.startswith("t2itool ") or " -m t2itool " in text):
                 continue  # make, pip, python, folder listings
             try:
@@ -355,6 +361,9 @@ def runnable(argv: list[str], path: tuple[str, ...]) -> list[str]:
     """The doc's command made small enough for a unit test; nothing that changes what is checked."""
     if path == ("train",):
         return argv if "--dry-run" in argv else [*argv, "--dry-run"]
+    if "--device" in argv:  # no GPU here: `--device cuda` runs on the CPU
+        argv = list(argv)
+        argv[argv.index("--device") + 1] = "cpu"
     if path == ("sample",):
         if "--per-caption" in argv:
             argv = list(argv)
