@@ -444,3 +444,26 @@ def test_readme_model_table_matches_the_registry() -> None:
         assert presets == set(get_model(name).train_presets), f"README.md: presets of {name}"
     for name, (status, _) in table.items():
         assert name in list_models() or status.startswith("planned"), f"README.md: {name} is not registered"
+
+
+NOT_T2ITOOL = ("python ", "pytest ", "torchrun ")  # inline code of other programs
+GLOBAL_FLAGS = {"--help"}
+
+
+def test_every_flag_in_inline_code_exists() -> None:
+    """Prose names flags in code spans (`--backbone-weights PATH`): each is an option of some t2itool command."""
+    options = set(GLOBAL_FLAGS)
+    stack = [typer.main.get_command(app)]
+    while stack:
+        command = stack.pop()
+        options.update(name for p in command.params for name in (*p.opts, *p.secondary_opts))
+        stack.extend(getattr(command, "commands", {}).values())
+    unknown = []
+    for path in DOC_FILES:
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            for span in re.findall(r"`([^`]+)`", line):
+                if span.startswith(NOT_T2ITOOL):
+                    continue
+                flags = re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", span)
+                unknown += [f"{path.relative_to(ROOT)}:{number}: {flag}" for flag in flags if flag not in options]
+    assert not unknown, f"flags no t2itool command has: {unknown}"
