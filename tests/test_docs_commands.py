@@ -3,15 +3,15 @@
 Each command in a fenced code block is collected (continuations joined, `#` comments dropped), its paths are replaced
 by files built once on the small shapes data, and it is parsed by the real Typer command tree, so every subcommand,
 flag and argument the docs show exists. Where that is cheap it also runs: `train` with `--dry-run` (presets, `--set`
-keys and `--config` files resolve), `models`, `info`, `prep folder` on a tiny folder, and `sample` / `score` on a
-one-step dfgan run (score with the tiny feature extractor instead of Inception, whose weights are not on this
-machine). The run folder names the docs cite must be the names their own `train` commands would produce.
+keys and `--config` files resolve), `models`, `info`, `prep cub` / `coco` / `folder` on tiny fake trees (the
+conftest's), and `sample` / `score` on a one-step dfgan run (score with the tiny feature extractor instead of
+Inception, whose weights are not on this machine). The run folder names the docs cite must be the names their own
+`train` commands would produce.
 
 Parsed only (not run), and why:
 
 | command            | reason                                                                                    |
 |--------------------|-------------------------------------------------------------------------------------------|
-| prep cub, prep coco| their input is the real CUB / COCO release (tests/test_data_sources.py runs fake trees)   |
 | pretrain-damsm     | downloads the ImageNet Inception-v3 backbone, trains for epochs (test_damsm_pretrain.py) |
 | import-damsm       | its inputs are AttnGAN's released encoder files (tests/test_import_weights.py)            |
 | import-weights     | its input is an official release checkpoint (tests/test_import_weights.py)                |
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import pickle
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -49,8 +50,6 @@ SHELL_FENCES = {"", "sh", "bash", "shell", "console"}  # ```python / ```toml blo
 
 # (command path, reason) for commands that are parsed only; the first matching prefix wins.
 PARSE_ONLY: list[tuple[tuple[str, ...], str]] = [
-    (("prep", "cub"), "input is the real CUB-200 release"),
-    (("prep", "coco"), "input is the real COCO-2014 release"),
     (("pretrain-damsm",), "downloads the ImageNet Inception-v3 backbone and trains for epochs"),
     (("import-damsm",), "inputs are AttnGAN's released encoders"),
     (("import-weights",), "input is an official release checkpoint"),
@@ -141,6 +140,9 @@ class DocFiles:
     flowers: Path  # a tiny `prep folder` input
     split_file: Path  # "<key> train|test" lines for it
     run_toml: Path  # the TOML example of docs/training.md
+    cub: Path  # a small CUB tree in AttnGAN's birds layout, with StackGAN's char-CNN-RNN embeddings
+    coco: Path  # a small official COCO-2014 tree
+    vocab: Path  # an AttnGAN captions.pickle (its vocabulary)
 
 
 @contextlib.contextmanager
@@ -175,6 +177,7 @@ def doc_files(shapes_h5: str, tmp_path_factory) -> DocFiles:
 
 def _build_doc_files(shapes_h5: str, root: Path) -> DocFiles:
     import numpy as np
+    from conftest import add_char_cnn_rnn, make_coco_official, make_cub
     from PIL import Image
     from test_train_loop import make_damsm
 
@@ -201,11 +204,17 @@ def _build_doc_files(shapes_h5: str, root: Path) -> DocFiles:
         keys.append(key)
     split_file = root / "split.txt"
     split_file.write_text("".join(f"{k} {'test' if i < 2 else 'train'}\n" for i, k in enumerate(keys)))
+    cub = make_cub(root / "birds")
+    add_char_cnn_rnn(cub)
+    coco = make_coco_official(root / "coco2014")
+    vocab = root / "captions.pickle"
+    words = ["<end>", "a", "bird", "this", "photo", "of", "dog", "with", "wings"]
+    vocab.write_bytes(pickle.dumps([[], [], dict(enumerate(words)), {w: i for i, w in enumerate(words)}], protocol=2))
     run_toml = root / "run.toml"
     run_toml.write_text(_toml_block(ROOT / "docs" / "training.md"), encoding="utf-8")
     return DocFiles(
         data=shapes_h5, damsm=damsm, run=Path(result.run_dir), snapshot=Path(result.snapshot), samples=samples,
-        captions=captions, flowers=flowers, split_file=split_file, run_toml=run_toml,
+        captions=captions, flowers=flowers, split_file=split_file, run_toml=run_toml, cub=cub, coco=coco, vocab=vocab,
     )  # fmt: skip
 
 
@@ -221,12 +230,12 @@ def _offline_caches(tmp_path_factory, monkeypatch: pytest.MonkeyPatch) -> None:
 
 OPTION_ROLES = {
     "--data": "data", "--damsm": "damsm", "--out": "out", "--samples-out": "out", "--resume": "run",
-    "--init-from": "init", "--captions": "captions", "--config": "config", "--vocab": "absent",
-    "--caption-features": "absent", "--discriminator": "absent",
+    "--init-from": "init", "--captions": "captions", "--config": "config", "--vocab": "vocab",
+    "--discriminator": "absent",
 }  # fmt: skip
 POSITIONAL_ROLES = {
     ("info",): ["data"], ("sample",): ["run"], ("score",): ["samples"], ("prep", "folder"): ["flowers"],
-    ("prep", "cub"): ["absent"], ("prep", "coco"): ["absent"], ("import-damsm",): ["absent", "absent"],
+    ("prep", "cub"): ["cub"], ("prep", "coco"): ["coco"], ("import-damsm",): ["absent", "absent"],
     ("import-weights",): ["model", "absent"], ("models",): ["model"], ("train",): ["model"],
 }  # fmt: skip
 TRAIN_ELISION = ("--data", "--damsm", "--out")  # what `train MODEL ...` leaves out
@@ -293,8 +302,8 @@ def substitute(doc: DocCommand, files: DocFiles, tmp: Path) -> list[str]:
             return str(files.samples)
         if role == "captions":
             return str(files.captions)
-        if role == "flowers":
-            return str(files.flowers)
+        if role in ("flowers", "cub", "coco", "vocab"):
+            return str(getattr(files, role))
         if role == "split_file":
             return str(files.split_file)
         if role == "config":
@@ -372,7 +381,7 @@ def runnable(argv: list[str], path: tuple[str, ...]) -> list[str]:
     if path == ("score",):  # the tiny extractor stands in for Inception, whose weights are not on this machine
         argv = _with(_with(argv, "--extractor", "t2itool-tiny"), "--device", "cpu")
         return _with(argv, "--num-images", "10") if "--generate" in argv else argv
-    if path == ("prep", "folder"):
+    if path[:1] == ("prep",):
         return _with(argv, "--workers", "0")
     return argv
 
