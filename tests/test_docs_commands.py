@@ -20,6 +20,9 @@ Parsed only (not run), and why:
 | score --fid-flavor torchvision | needs torchvision's Inception-v3 weights (a download); the tiny stand-in     |
 |                                | extractor replaces only the tf flavour's                                     |
 
+Parse-only commands still have their values checked where that needs no input files: `pretrain-damsm`'s preset and
+epochs resolve (`PretrainConfig.resolved`), `import-weights --preset` is one of the model's presets.
+
 A command that equals one already run except for its output paths (the README repeating a docs page) is parsed and
 not run again. `--dry-run` is added to `train`, `--workers 0` to `prep`, `--device cpu` replaces `cuda`,
 `--per-caption` is cut to 2, `score --generate` makes 10 images (`--num-images`; IS needs 10) and reports `--json`.
@@ -359,16 +362,32 @@ def parse_only_reason(doc: DocCommand, path: tuple[str, ...], argv: list[str]) -
     return None
 
 
-def parse(doc: DocCommand, argv: list[str]) -> tuple[str, ...]:
-    """Parse argv with the real command tree; fails naming the doc line for an unknown command, flag or value."""
+def parse(doc: DocCommand, argv: list[str]) -> tuple[tuple[str, ...], dict]:
+    """Parse argv with the real command tree; fails naming the doc line for an unknown command, flag or value.
+    Returns the command path and the parsed parameters."""
     command, path = _command(argv)
     assert not hasattr(command, "commands"), f"{doc.where}: no command `t2itool {' '.join(argv[:2])}`: {doc.line}"
     try:
-        command.make_context(" ".join(["t2itool", *path]), argv[len(path) :])
+        context = command.make_context(" ".join(["t2itool", *path]), argv[len(path) :])
     except Exception as exc:  # click's UsageError family; formatted as the CLI would print it
         message = exc.format_message() if hasattr(exc, "format_message") else repr(exc)
         pytest.fail(f"{doc.where}: `{doc.line}` does not parse: {message}")
-    return path
+    return path, context.params
+
+
+def check_parse_only(doc: DocCommand, path: tuple[str, ...], params: dict) -> None:
+    """What a parse-only command's values must satisfy before it would start work: presets that exist."""
+    from t2itool.models.registry import get_model
+
+    if path == ("pretrain-damsm",):  # the preset and ranges resolve as the command would resolve them
+        from t2itool.encoders.pretrain import PretrainConfig
+
+        PretrainConfig(
+            data=str(params["data"]), out=str(params["out_dir"]), preset=params["preset"], epochs=params["epochs"]
+        ).resolved()
+    if path == ("import-weights",) and params.get("preset"):
+        presets = get_model(params["model"]).train_presets
+        assert params["preset"] in presets, f"{doc.where}: {params['model']} has no preset {params['preset']!r}"
 
 
 METRIC_FLAGS = {"--fid": "fid", "--is": "is", "--kid": "kid", "--r-precision": "r_precision"}
@@ -408,8 +427,9 @@ def _same_command_key(argv: list[str], tmp: Path) -> tuple[str, ...]:
 @pytest.mark.parametrize("doc", COMMANDS, ids=[c.where for c in COMMANDS])
 def test_doc_command(doc: DocCommand, doc_files: DocFiles, tmp_path: Path) -> None:
     argv = substitute(doc, doc_files, tmp_path)
-    path = parse(doc, argv)
+    path, params = parse(doc, argv)
     if parse_only_reason(doc, path, argv):
+        check_parse_only(doc, path, params)
         return
     argv = runnable(argv, path)
     key = _same_command_key(argv, tmp_path)
