@@ -12,7 +12,7 @@ from t2itool.models.blocks.word_attention import MASK_MODES
 from t2itool.models.recipe import ModelConfig, param
 
 SCBN_LEVELS = ("sentence", "word", "none")
-OPEN = "[not given by the paper] "  # marks values the paper leaves open (shown by `t2itool models sdgan`)
+OPEN = "(not given by the paper) "  # marks values the paper leaves open (shown by `t2itool models sdgan`)
 
 
 @dataclass
