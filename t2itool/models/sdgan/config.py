@@ -25,12 +25,17 @@ class SDGANConfig(ModelConfig):
     # --- the paper's own parts: SCBN and the Siamese contrastive loss (Sec. 3.2, 3.3) ---
     scbn_stage1: str = param(
         "sentence",
-        "SCBN in the up-sampling layers of G0: 'sentence' (MLP from the sentence to channel-wise gamma_c, beta_c), "
+        OPEN
+        + "SCBN in the up-sampling layers of G0: 'sentence' (MLP from the sentence to channel-wise gamma_c, beta_c), "
         "'word' (spatial gamma_c, beta_c from attention over the projected words), 'none' (plain batch norm)",
         choices=SCBN_LEVELS,
     )
-    scbn_stage2: str = param("word", "SCBN level in the up-sampling layer of G1 (see scbn_stage1)", choices=SCBN_LEVELS)
-    scbn_stage3: str = param("word", "SCBN level in the up-sampling layer of G2 (see scbn_stage1)", choices=SCBN_LEVELS)
+    scbn_stage2: str = param(
+        "word", OPEN + "SCBN level in the up-sampling layer of G1 (see scbn_stage1)", choices=SCBN_LEVELS
+    )
+    scbn_stage3: str = param(
+        "word", OPEN + "SCBN level in the up-sampling layer of G2 (see scbn_stage1)", choices=SCBN_LEVELS
+    )
     scbn_hidden: int = param(256, OPEN + "hidden width of the sentence-level SCBN MLP (one hidden layer, ReLU)", min=1)
     contrastive_alpha: float = param(0.1, "floor on the distance of same-image pairs, alpha in L_c", min=0)
     contrastive_margin: float = param(1.0, "margin of different-image pairs, epsilon in L_c", above=0)
