@@ -9,12 +9,16 @@ the losses use BCE-with-logits: the same value (log sigmoid(x) = -softplus(-x)),
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
-import torch.nn.functional as F
 
 from t2itool.models.blocks.conditioning import kl_loss
+from t2itool.models.blocks.staged_gan import (
+    bce_fake,
+    bce_real,
+    combine_discriminator_terms,
+    generator_adversarial_loss,
+    generator_loss,
+)
 
 __all__ = [
     "bce_fake",
@@ -26,16 +30,6 @@ __all__ = [
     "kl_loss",
     "wrong_pairs",
 ]
-
-
-def bce_real(logits: torch.Tensor) -> torch.Tensor:
-    """Mean BCE against label 1: mean softplus(-x) = nn.BCELoss()(sigmoid(x), 1)."""
-    return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
-
-
-def bce_fake(logits: torch.Tensor) -> torch.Tensor:
-    """Mean BCE against label 0: mean softplus(x) = nn.BCELoss()(sigmoid(x), 0)."""
-    return F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits))
 
 
 def wrong_pairs(real_features: torch.Tensor, sentence: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,45 +62,3 @@ def discriminator_loss(
     return combine_discriminator_terms(
         bce_real(real_cond), bce_fake(fake_cond), bce_fake(wrong_cond), bce_real(real_uncond), bce_fake(fake_uncond)
     )
-
-
-def combine_discriminator_terms(
-    real_cond: torch.Tensor,
-    fake_cond: torch.Tensor,
-    wrong_cond: torch.Tensor,
-    real_uncond: torch.Tensor | None = None,
-    fake_uncond: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """`discriminator_loss` from its BCE terms (scalars), for callers that form a term themselves (the training
-    step computes the wrong-pair term over the global batch): (ru + rc) / 2 + (fu + fc + wc) / 3, or without the
-    unconditional head rc + (fc + wc) / 2."""
-    if (real_uncond is None) != (fake_uncond is None):
-        raise ValueError("pass both unconditional terms (real and fake) or neither")
-    if real_uncond is None:
-        return real_cond + (fake_cond + wrong_cond) / 2.0
-    return (real_uncond + real_cond) / 2.0 + (fake_uncond + fake_cond + wrong_cond) / 3.0
-
-
-def generator_adversarial_loss(fake_cond: torch.Tensor, fake_uncond: torch.Tensor | None = None) -> torch.Tensor:
-    """One stage's G term (code/miscc/losses.py generator_loss): BCE(fake_uncond, 1) + BCE(fake_cond, 1), or the
-    conditional term alone without an unconditional head."""
-    loss = bce_real(fake_cond)
-    return loss if fake_uncond is None else bce_real(fake_uncond) + loss
-
-
-def generator_loss(
-    stage_terms: Sequence[torch.Tensor],
-    damsm: torch.Tensor,
-    mu: torch.Tensor,
-    logvar: torch.Tensor,
-    damsm_lambda: float,
-    kl_weight: float = 1.0,
-) -> torch.Tensor:
-    """The total G loss: sum of the stages' adversarial terms + damsm_lambda * DAMSM(final image) + kl_weight * KL.
-
-    `damsm` is the unweighted DAMSM loss L_w + L_s (word and sentence parts, each the sum of both matching
-    directions) of the final-stage fake images; the code multiplies each part by lambda (TRAIN.SMOOTH.LAMBDA).
-    """
-    if not stage_terms:
-        raise ValueError("need at least one stage term")
-    return sum(stage_terms[1:], stage_terms[0]) + damsm_lambda * damsm + kl_weight * kl_loss(mu, logvar)

@@ -13,8 +13,17 @@ from torch import nn
 
 from t2itool.models.attngan.config import AttnGANConfig
 from t2itool.models.blocks.conditioning import ConditioningAugmentation
-from t2itool.models.blocks.stage_discriminator import ConditionalLogits, StageImageEncoder, UnconditionalLogits
 from t2itool.models.blocks.stage_generator import ImageHead, InitStage, NextStage, stage_sizes
+from t2itool.models.blocks.staged_gan import StageDiscriminator, init_weights
+
+__all__ = [
+    "AttnGANDiscriminator",
+    "AttnGANGenerator",
+    "AttnGANOutput",
+    "build_discriminators",
+    "build_generator",
+    "init_weights",
+]
 
 
 class AttnGANOutput(NamedTuple):
@@ -77,33 +86,8 @@ class AttnGANGenerator(nn.Module):
         return AttnGANOutput(images, attention, mu, logvar)
 
 
-class AttnGANDiscriminator(nn.Module):
-    """One stage's discriminator (code/model.py D_NET64 / D_NET128 / D_NET256 at 64 / 128 / 256 px; smaller
-    stages follow StageImageEncoder's rule).
-
-    forward(images (B, 3, S, S)) -> features (B, 8 df_dim, 4, 4); the heads are separate calls, so one encoding
-    of the real images serves the real, wrong-pair and unconditional logits, as in the code:
-    `cond_logits(features, sentence) -> (B,)`, `uncond_logits(features) -> (B,)` (logits; the code's sigmoid is
-    in the losses).
-    """
-
-    def __init__(self, stage_size: int, df_dim: int = 64, text_dim: int = 256, unconditional: bool = True) -> None:
-        super().__init__()
-        self.stage_size = int(stage_size)
-        self.encoder = StageImageEncoder(stage_size, df_dim)
-        self.uncond_head = UnconditionalLogits(df_dim * 8) if unconditional else None
-        self.cond_head = ConditionalLogits(df_dim * 8, text_dim)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.encoder(images)
-
-    def cond_logits(self, features: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
-        return self.cond_head(features, sentence)
-
-    def uncond_logits(self, features: torch.Tensor) -> torch.Tensor:
-        if self.uncond_head is None:
-            raise RuntimeError("this discriminator was built without an unconditional head (unconditional=False)")
-        return self.uncond_head(features)
+class AttnGANDiscriminator(StageDiscriminator):
+    """One stage's discriminator (code/model.py D_NET64 / D_NET128 / D_NET256); the shared `StageDiscriminator`."""
 
 
 def build_generator(config: AttnGANConfig) -> AttnGANGenerator:
@@ -124,18 +108,3 @@ def build_discriminators(config: AttnGANConfig) -> dict[str, AttnGANDiscriminato
         f"d{size}": AttnGANDiscriminator(size, config.df_dim, config.text_dim, config.unconditional_head)
         for size in config.stage_sizes
     }
-
-
-def init_weights(module: nn.Module) -> None:
-    """The code's initialisation (code/miscc/utils.py weights_init), applied with `network.apply(init_weights)`:
-    orthogonal conv and linear weights (gain 1), linear biases 0, batch-norm weights N(1, 0.02) and biases 0.
-    Conv biases keep PyTorch's default, as in the code."""
-    if isinstance(module, nn.Conv2d):
-        nn.init.orthogonal_(module.weight, 1.0)
-    elif isinstance(module, nn.modules.batchnorm._BatchNorm):
-        nn.init.normal_(module.weight, 1.0, 0.02)
-        nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Linear):
-        nn.init.orthogonal_(module.weight, 1.0)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)

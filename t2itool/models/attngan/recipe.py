@@ -16,11 +16,9 @@ Batch-coupled terms are formed over the global batch so that N processes train l
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from t2itool.encoders.features import TextFeatures
-from t2itool.encoders.losses import damsm_loss
 from t2itool.models.attngan.config import AttnGANConfig
 from t2itool.models.attngan.losses import (
     bce_fake,
@@ -36,6 +34,7 @@ from t2itool.models.attngan.networks import (
     build_generator,
     init_weights,
 )
+from t2itool.models.blocks.staged_gan import damsm_term, wrong_pair_term
 from t2itool.models.context import StepContext
 from t2itool.models.recipe import Batch, GANRecipe, TextNeeds
 
@@ -81,36 +80,14 @@ class AttnGANRecipe(GANRecipe):
     def wrong_term(
         disc: AttnGANDiscriminator, real_features: torch.Tensor, batch: Batch, ctx: StepContext, sentence: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """BCE(cond(real_j, s_{j+1}), 0) averaged over the global batch's B - 1 wrong pairs (code/miscc/losses.py
-        discriminator_loss: real_features[:B-1] with conditions[1:B]). Each process sums its own pairs, scaled so
-        that the loop's average of gradients (and of the reported values) over processes is the one-process mean.
-        The last process holds one pair fewer; the head's batch norm takes its statistics over the B - 1 pairs as
-        the code does (the loop's global batch norm counts each process's rows)."""
-        gathered = ctx.gather(sentence)
-        valid = batch.positions + 1 < batch.global_size
-        if not bool(valid.any()) and ctx.world_size == 1:
-            return real_features.new_zeros(()), real_features.new_zeros(0)
-        # With several processes the head runs even on no rows: its batch norm reduces over every process.
-        partner = gathered[batch.positions[valid] + 1]
-        with ctx.autocast():
-            logits = disc.cond_logits(real_features[valid], partner).float()
-        pairs = max(batch.global_size - 1, 1)
-        term = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="sum")
-        return term * ctx.world_size / pairs, logits
+        """BCE of the code's wrong pairs over the global batch (see `blocks.staged_gan.wrong_pair_term`)."""
+        return wrong_pair_term(disc.cond_logits, real_features, batch, ctx, sentence)
 
     def damsm(self, ctx: StepContext, images: torch.Tensor, text: TextFeatures, batch: Batch) -> torch.Tensor:
         """Unweighted DAMSM loss L_w + L_s of `images` against their captions over the global batch, with the
         config's gammas (the AttnGAN cfgs' 4, 5, 10) and same-class masking; the gradient reaches `images`."""
         c = self.config
-        assert ctx.image_encoder is not None, "attngan needs the DAMSM image encoder (needs_image_encoder)"
-        with ctx.autocast():
-            regions, code = ctx.image_encoder(images)
-        return damsm_loss(
-            ctx.gather(regions.float(), grad=True), ctx.gather(code.float(), grad=True),
-            ctx.gather(text.words), ctx.gather(text.sentence), ctx.gather(text.lengths),
-            class_ids=ctx.gather(batch.class_ids) if c.mask_same_class else None,
-            gamma1=c.gamma1, gamma2=c.gamma2, gamma3=c.gamma3,
-        )  # fmt: skip
+        return damsm_term(ctx, images, text, batch, (c.gamma1, c.gamma2, c.gamma3), c.mask_same_class)
 
     # --- one step -----------------------------------------------------------------------------------------------
     def train_step(self, batch: Batch, ctx: StepContext) -> dict[str, torch.Tensor | float]:
