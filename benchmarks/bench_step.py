@@ -14,6 +14,7 @@ through the image encoder). It also reports the share of the plain step spent in
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import time
@@ -95,11 +96,12 @@ def default_step(name: str, setup: Setup, settings: StepSettings) -> Callable[[i
     spec = get_model(name)
     recipe, nets = build(name, setup)
     optimizers = recipe.build_optimizers(nets, None)
-    nets = prepare_step(nets, optimizers, recipe, setup.device, settings)
+    image_encoder = copy.deepcopy(setup.image_encoder) if recipe.needs_image_encoder else None
+    nets = prepare_step(nets, optimizers, recipe, setup.device, settings, frozen=(image_encoder,))
     ctx = StepContext(
         device=setup.device, seed=0, amp=settings.amp, nets=nets, optimizers=optimizers,
         text_encoder=setup.text_encoder, batch_size=setup.batch_size,
-        image_encoder=setup.image_encoder if recipe.needs_image_encoder else None,
+        image_encoder=image_encoder,
         noise_streams={stream.name: stream for stream in spec.noise_streams(recipe.config)},
     )  # fmt: skip
     collector = StatsCollector(setup.device)
@@ -287,9 +289,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--width", type=int, default=32, help="ngf = ndf")
     parser.add_argument("--encoder-image-size", type=int, default=80, help="DAMSM image encoder input (official 299)")
-    parser.add_argument("--steps", type=int, default=3, help="steps per round")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; the median is reported")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant (kernels warm up slowly)")
+    parser.add_argument("--steps", type=int, default=2, help="steps per round")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per variant (kernels warm up slowly)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     parser.add_argument(
         "--extra",
@@ -297,6 +299,7 @@ def main() -> None:
         help="comma-separated extra t2itool variants, each '+'-joined options on top of the defaults: "
         "channels-last, contiguous, compile, eager, bf16, fp32, loop-adam (e.g. channels-last+compile,bf16)",
     )
+    parser.add_argument("--no-shares", dest="shares", action="store_false", help="skip the phase-share ablations")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--sweep", action="store_true", help="ms/step of the default path over sizes")
     parser.add_argument("--sweep-batches", default="8,16,32")
@@ -312,7 +315,7 @@ def main() -> None:
     if not args.sweep:
         print(f"{args.image_size} px, batch {args.batch_size}, width {args.width}", flush=True)
         for name in models:
-            print_comparison(name, compare(name, args, args.image_size, args.batch_size, shares=True), args)
+            print_comparison(name, compare(name, args, args.image_size, args.batch_size, args.shares), args)
         return
     sizes = [int(s) for s in args.sweep_sizes.split(",")]
     batches = [int(b) for b in args.sweep_batches.split(",")]

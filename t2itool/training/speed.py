@@ -101,10 +101,16 @@ def prepare_step(
     recipe: object,
     device: torch.device,
     settings: StepSettings,
+    frozen: tuple[nn.Module | None, ...] = (),
 ) -> dict[str, nn.Module]:
-    """Apply `settings` to networks already on `device` and to their optimizers (before the first step)."""
+    """Apply `settings` to networks already on `device`, their optimizers and the `frozen` encoders the step runs
+    images through (the DAMSM image encoder: a channels-last image into a contiguous encoder is reordered at every
+    convolution), before the first step."""
     if settings.channels_last:
         nets = {name: net.to(memory_format=torch.channels_last) for name, net in nets.items()}
+        for module in frozen:
+            if module is not None:
+                module.to(memory_format=torch.channels_last)
     if settings.foreach:
         tune_optimizers(optimizers, device)
     if settings.compile:
