@@ -193,9 +193,10 @@ def training_loop(
     nets = {name: net.to(device) for name, net in nets.items()}
     settings = speed.default_settings(device, amp, channels_last, compile)
     channels_last = settings.channels_last
-    if channels_last:  # the DAMSM image encoder too: it reads the generator's channels-last images
-        nets = {name: net.to(memory_format=torch.channels_last) for name, net in nets.items()}
-        if image_encoder is not None:
+    if channels_last:  # where it wins (speed.channels_last_names); the image encoder follows the generator's images
+        chosen = speed.channels_last_names(nets, device)
+        nets = {n: net.to(memory_format=torch.channels_last) if n in chosen else net for n, net in nets.items()}
+        if image_encoder is not None and "generator" in chosen:
             image_encoder.to(memory_format=torch.channels_last)
 
     def set_train_mode() -> None:
