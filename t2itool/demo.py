@@ -35,7 +35,7 @@ class DemoSettings:
     damsm_epochs: int = 4
     damsm_batch_size: int = 32
     encoder_image_size: int = 80  # DAMSM image encoder input (AttnGAN: 299; small for CPU speed)
-    train_steps: int = 300
+    train_steps: int = 250
     batch_size: int = 32
     width: int = 32  # generator and discriminator base width (SSA-GAN: 64)
     lr_g: float = 4e-4  # generator learning rate (paper 1e-4): equal to D's, conditioning shows ~3x sooner
