@@ -188,9 +188,10 @@ def test_cli_trains_at_64px_and_sample_visualize_writes_attention_figures(
     assert "attngan" in json.dumps(config)
     grids = sorted((run / "grids").glob("*.png"))
     assert grids and list((run / "snapshots").glob("*.pt")) and list((run / "states").glob("*.pt"))
-    rows = len(grids[-1].with_suffix(".txt").read_text().splitlines())
-    # Each grid cell shows the three stages side by side (4 columns; torchvision's 2 px padding).
-    assert Image.open(grids[-1]).size == (4 * (3 * 64 + 2) + 2, rows * (64 + 2) + 2)
+    # Each row: the caption's own 64 px image, then 4 cells each showing the three stages side by side.
+    from t2itool.training.stats import GAP
+
+    assert Image.open(grids[-1]).size[0] == 64 + 4 * 3 * 64 + 4 * GAP
 
     caption = "a red circle on a white background"
     out = tmp_path / "samples"

@@ -316,13 +316,12 @@ def test_ssagan_imports_exactly_with_its_discriminator_file(tmp_path: Path) -> N
 # --- AttnGAN and StackGAN at library level (their models register elsewhere) ----------------------------------------
 
 
-def test_attngan_generator_and_discriminators_import_exactly(tmp_path: Path) -> None:
-    from t2itool.models.attngan.config import AttnGANConfig
+def attngan_files(folder: Path, small) -> tuple[list[Path], dict, list]:
+    """netG.pth, netD0-2.pth in the released birds layout (official names, in official order) with the shapes of
+    `small` (an AttnGANConfig) and random values: (files, official states by label, (label, listing, net, table))."""
     from t2itool.models.attngan.networks import build_discriminators, build_generator
     from t2itool.models.attngan.official_names import DISCRIMINATORS, GENERATOR, convert_official_state_dict
 
-    # Released birds layout (three stages at 64/128/256, two residual blocks) at GF 4 / DF 2 and small embeddings.
-    small = AttnGANConfig(gf_dim=4, df_dim=2, r_num=2, z_dim=6, cond_dim=5, text_dim=256)
     ours = {"generator": build_generator(small), **build_discriminators(small)}
     by_name = {name: net.state_dict() for name, net in ours.items()}
     files, official = [], {}
@@ -336,8 +335,19 @@ def test_attngan_generator_and_discriminators_import_exactly(tmp_path: Path) -> 
         pairs = zip(names, renamed, strict=True)  # keys: our names, in official order
         rows = [(name, tuple(by_name[network][ours_name].shape)) for name, ours_name in pairs]
         official[label] = random_state(rows, seed)
-        torch.save(official[label], tmp_path / f"{label}.pth")
-        files.append(tmp_path / f"{label}.pth")
+        torch.save(official[label], folder / f"{label}.pth")
+        files.append(folder / f"{label}.pth")
+    return files, official, specs
+
+
+def test_attngan_generator_and_discriminators_import_exactly(tmp_path: Path) -> None:
+    from t2itool.models.attngan.config import AttnGANConfig
+    from t2itool.models.attngan.networks import build_discriminators, build_generator
+    from t2itool.models.attngan.official_names import convert_official_state_dict
+
+    # Released birds layout (three stages at 64/128/256, two residual blocks) at GF 4 / DF 2 and small embeddings.
+    small = AttnGANConfig(gf_dim=4, df_dim=2, r_num=2, z_dim=6, cond_dim=5, text_dim=256)
+    files, official, specs = attngan_files(tmp_path, small)
     imported = load_official_networks("attngan", files[0], preset="birds", with_discriminator=True,
                                       discriminator_files=files[1:])  # fmt: skip
     config = imported.config
@@ -357,13 +367,13 @@ def test_attngan_generator_and_discriminators_import_exactly(tmp_path: Path) -> 
     assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
 
 
-@pytest.mark.parametrize("stage", [1, 2])
-def test_stackgan_stages_import_exactly(tmp_path: Path, stage: int) -> None:
-    from t2itool.models.stackgan.config import StackGANConfig
+def stackgan_files(folder: Path, small) -> tuple[dict, dict]:
+    """netG.pth and netD.pth of stage `small.stage` in the official COCO layout (r_num 2) with the shapes of `small`
+    (a StackGANConfig) and random values: (official states, name tables) by label."""
     from t2itool.models.stackgan.networks import build_discriminator, build_generator
     from t2itool.models.stackgan.official_names import TABLES, rename_state_dict, stage2_generator_table
 
-    small = StackGANConfig(stage=stage, gf_dim=8, df_dim=4, r_num=2, cond_dim=6, z_dim=7, text_dim=1024)
+    stage = small.stage
     ours = {"netG": build_generator(small).state_dict(), "netD": build_discriminator(small).state_dict()}
     tables = {
         "netG": stage2_generator_table(2) if stage == 2 else TABLES["STAGE1_G"],
@@ -374,7 +384,18 @@ def test_stackgan_stages_import_exactly(tmp_path: Path, stage: int) -> None:
         names = [name for name, _ in listing(f"stackgan-STAGE{stage}_{label[-1]}-coco.txt")]
         renamed = rename_state_dict(names, tables[label])
         official[label] = random_state([(n, tuple(ours[label][renamed[n]].shape)) for n in names], seed)
-        torch.save(official[label], tmp_path / f"{label}.pth")
+        torch.save(official[label], folder / f"{label}.pth")
+    return official, tables
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_stackgan_stages_import_exactly(tmp_path: Path, stage: int) -> None:
+    from t2itool.models.stackgan.config import StackGANConfig
+    from t2itool.models.stackgan.networks import build_discriminator, build_generator
+    from t2itool.models.stackgan.official_names import rename_state_dict
+
+    small = StackGANConfig(stage=stage, gf_dim=8, df_dim=4, r_num=2, cond_dim=6, z_dim=7, text_dim=1024)
+    official, tables = stackgan_files(tmp_path, small)
     imported = load_official_networks("stackgan", tmp_path / "netG.pth", preset="coco", with_discriminator=True,
                                       discriminator_files=[tmp_path / "netD.pth"])  # fmt: skip
     config = imported.config

@@ -174,14 +174,14 @@ def test_config_defaults_presets_and_stage_sizes() -> None:
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"stage": 3}, "stage must be 1 or 2"),
+        ({"stage": 3}, "stage=3: expected one of 1, 2"),
         ({"image_size": 48}, "power of two >= 8"),
         ({"image_size": 4}, "power of two >= 8"),
         ({"stage": 2, "image_size": 16}, "power of two >= 32"),
         ({"gf_dim": 1, "image_size": 64}, "8 \\* gf_dim must be divisible by 2\\^4"),
         ({"stage": 2, "gf_dim": 6}, "gf_dim divisible by 4"),
         ({"df_dim": 1, "image_size": 128}, "8 must be divisible by 2\\^4"),
-        ({"average_embeddings": 0}, "average_embeddings must be >= 1"),
+        ({"average_embeddings": 0}, "average_embeddings=0: must be >= 1"),
     ],
 )
 def test_config_rejects_sizes_the_architecture_cannot_build(values: dict, message: str) -> None:

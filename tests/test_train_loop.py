@@ -57,7 +57,8 @@ def test_run_folder_snapshot_and_exact_resume(shapes_h5: str, damsm_ckpt: str, t
     assert sorted(p.name for p in (run / "grids").iterdir()) == [
         "grid-000000.png", "grid-000000.txt", "grid-000004.png", "grid-000004.txt",
     ]  # fmt: skip
-    assert len((run / "grids" / "grid-000000.txt").read_text().splitlines()) == 4
+    grid_lines = (run / "grids" / "grid-000000.txt").read_text().splitlines()
+    assert len(grid_lines) == 5 and grid_lines[0].startswith("column 0: the caption's own image")
     assert sorted(p.name for p in (run / "states").iterdir()) == ["state-000002.pt", "state-000004.pt"]
 
     # Resume from step 2 and run to 4 with nothing but the state and --keep: data, DAMSM, batch, out and the total

@@ -234,13 +234,13 @@ def test_generator_draws_no_random_numbers() -> None:
 
 
 def test_generator_batch_norms_are_plain_and_follow_the_code() -> None:
-    generator = build_generator(XMCGANConfig(image_size=32, gf=2, z_dim=4))
+    generator = build_generator(XMCGANConfig(image_size=32, gf_dim=2, z_dim=4))
     norms = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     assert len(norms) == 2 * 3 + 1  # two per block, one in the head
     for norm in norms:
         assert type(norm) is nn.BatchNorm2d and not norm.affine  # gamma/beta come from the condition
         assert norm.momentum == pytest.approx(0.1) and norm.eps == pytest.approx(1e-5)  # Flax momentum 0.9
-    synced = nn.SyncBatchNorm.convert_sync_batchnorm(build_generator(XMCGANConfig(image_size=32, gf=2, z_dim=4)))
+    synced = nn.SyncBatchNorm.convert_sync_batchnorm(build_generator(XMCGANConfig(image_size=32, gf_dim=2, z_dim=4)))
     assert synced.state_dict().keys() == generator.state_dict().keys()
 
 

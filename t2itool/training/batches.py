@@ -188,6 +188,7 @@ class GridCaptions:
         lengths = torch.ones(len(picks), dtype=torch.int64)
         self.texts: list[str] = []
         self.caption_indices: list[int] = []
+        self.image_indices: list[int] = [int(image) for image in picks.tolist()]
         for row, image in enumerate(picks.tolist()):
             caption = store.caption_indices(int(image))[0]
             self.caption_indices.append(int(caption))
@@ -197,3 +198,14 @@ class GridCaptions:
             lengths[row] = max(1, len(ids))
             self.texts.append(store.caption_text(caption))
         self.tokens, self.lengths = tokens, lengths
+
+    def real_images(self, store: Store, size: int) -> torch.Tensor:
+        """The grid rows' own images, (rows, 3, size, size) in [-1, 1]: the stored centre square resized (bicubic),
+        shown beside the generated ones."""
+        from PIL import Image
+
+        def one(index: int) -> torch.Tensor:
+            picture = Image.fromarray(store.square_image(index)).resize((size, size), Image.Resampling.BICUBIC)
+            return torch.from_numpy(np.asarray(picture, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1
+
+        return torch.stack([one(index) for index in self.image_indices])

@@ -278,6 +278,7 @@ def training_loop(
     grid_keys = [("grid", seed, row, column) for row in range(len(grid.texts)) for column in range(grid_columns)]
     grid_noise = draw_rows(grid_keys, streams, truncation)
     grid_text = None if text == "damsm" else text_source.stored(store, grid.caption_indices)
+    grid_real = grid.real_images(store, config.image_size) if rank == 0 else None
 
     def write_grid(at_step: int) -> None:
         if rank != 0:
@@ -300,7 +301,8 @@ def training_loop(
                 return _grid_cells(spec.generate(generator, noise, features).images)
 
         images = render_grid(generate, len(grid_keys))
-        save_grid(images, grid.texts, run_path / "grids" / f"grid-{at_step:06d}.png", grid_columns)
+        pixels = save_grid(images, grid.texts, run_path / "grids" / f"grid-{at_step:06d}.png", grid_columns, grid_real)
+        writer.image("grid", pixels, at_step)
         set_train_mode()
         if text_encoder is not None:
             text_encoder.train(recipe.trains_text_encoder)

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
+from PIL import Image, ImageDraw
 from rich.console import Console
 
 from t2itool.fileio import append_jsonl, atomic_path, atomic_write_text
@@ -122,19 +125,72 @@ class StatsWriter:
                 self.tensorboard.add_scalar(name, value, step)
             self.tensorboard.flush()
 
+    def image(self, tag: str, pixels: np.ndarray, step: int) -> None:
+        """An (H, W, 3) uint8 picture into TensorBoard (the sample grids), when TensorBoard is installed."""
+        if self.tensorboard is not None:
+            self.tensorboard.add_image(tag, pixels, step, dataformats="HWC")
+            self.tensorboard.flush()
+
     def close(self) -> None:
         if self.tensorboard is not None:
             self.tensorboard.close()
 
 
-def save_grid(images: torch.Tensor, captions: list[str], path: Path, columns: int) -> None:
-    """Write `images` ((N, 3, H, W) in [-1, 1], one row per caption) as a PNG and the captions beside it (.txt)."""
-    from torchvision.utils import save_image
-
+def save_grid(
+    images: torch.Tensor, captions: list[str], path: Path, columns: int, real: torch.Tensor | None = None
+) -> np.ndarray:
+    """Write the grid PNG and its captions (.txt) and return the PNG's pixels (H, W, 3) uint8. `images` ((rows *
+    columns, 3, H, W) in [-1, 1]) holds `columns` samples per caption; row r shows `real[r]` (the caption's own image,
+    (3, H, H)) first when given, then its samples, with the caption written under the row."""
+    rows = len(captions)
+    assert images.shape[0] == rows * columns, (tuple(images.shape), rows, columns)
+    cells = to_pixels(images).reshape(rows, columns, *images.shape[2:3], images.shape[3], 3)
+    real_pixels = to_pixels(real) if real is not None else None
+    lines = []
+    for row in range(rows):
+        tiles = ([real_pixels[row]] if real_pixels is not None else []) + list(cells[row])
+        lines.append(captioned_row(tiles, captions[row]))
+    width = max(line.shape[1] for line in lines)
+    pad = np.full((GAP, width, 3), 255, dtype=np.uint8)
+    canvas = np.concatenate([part for line in lines for part in (_pad_width(line, width), pad)][:-1], axis=0)
     with atomic_path(path, suffix=".png") as tmp:
-        save_image(images.float().cpu(), tmp, nrow=columns, normalize=True, value_range=(-1, 1), format="png")
-    lines = [f"row {i}: {caption}" for i, caption in enumerate(captions)]
-    atomic_write_text(path.with_suffix(".txt"), "\n".join(lines) + "\n")
+        Image.fromarray(canvas).save(tmp, format="PNG")
+    text = [f"row {i}: {caption}" for i, caption in enumerate(captions)]
+    if real is not None:
+        text.insert(0, "column 0: the caption's own image; then generated samples")
+    atomic_write_text(path.with_suffix(".txt"), "\n".join(text) + "\n")
+    return canvas
+
+
+GAP = 4  # white pixels between cells and rows
+
+
+def to_pixels(images: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8 (rounded to the nearest level)."""
+    scaled = (images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5
+    return scaled.round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def captioned_row(tiles: list[np.ndarray], caption: str) -> np.ndarray:
+    """Tiles (H, W_i, 3) side by side with GAP white pixels between them, the caption below in black (PIL's default
+    font, wrapped to the row's width, at most two lines)."""
+    height = max(tile.shape[0] for tile in tiles)
+    gap = np.full((height, GAP, 3), 255, dtype=np.uint8)
+    row = np.concatenate([part for tile in tiles for part in (tile, gap)][:-1], axis=1)
+    chars = max(8, row.shape[1] // 6)  # the default bitmap font is about 6 px per character
+    wrapped = textwrap.wrap(caption, chars) or [""]
+    if len(wrapped) > 2:
+        wrapped = [wrapped[0], textwrap.shorten(" ".join(wrapped[1:]), chars, placeholder=" ...")]
+    strip = Image.new("RGB", (row.shape[1], 4 + 12 * len(wrapped)), (255, 255, 255))
+    ImageDraw.Draw(strip).multiline_text((2, 2), "\n".join(wrapped), fill=(0, 0, 0), spacing=1)
+    return np.concatenate([row, np.asarray(strip)], axis=0)
+
+
+def _pad_width(array: np.ndarray, width: int) -> np.ndarray:
+    if array.shape[1] == width:
+        return array
+    pad = np.full((array.shape[0], width - array.shape[1], 3), 255, dtype=np.uint8)
+    return np.concatenate([array, pad], axis=1)
 
 
 @torch.no_grad()

@@ -244,8 +244,8 @@ def _attngan() -> Importer:
 
 
 def _stackgan() -> Importer:
-    from t2itool.models.stackgan import official_names
-    from t2itool.models.stackgan.config import PRESETS, StackGANConfig
+    from t2itool.models.stackgan import SPEC, official_names
+    from t2itool.models.stackgan.config import StackGANConfig
     from t2itool.models.stackgan.networks import build_discriminator, build_generator
 
     def networks(config: StackGANConfig) -> tuple[OfficialNetwork, tuple[OfficialNetwork, ...]]:
@@ -286,7 +286,7 @@ def _stackgan() -> Importer:
     return Importer(
         model="stackgan",
         config_cls=StackGANConfig,
-        presets=PRESETS,
+        presets=SPEC.presets,  # birds, coco (stage I) and birds-stage2, coco-stage2
         networks=networks,
         config_from_shapes=shapes,
         build_networks=build,

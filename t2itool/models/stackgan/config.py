@@ -6,8 +6,9 @@ preset is that repository's cfg/coco_s1.yml and cfg/coco_s2.yml. One config desc
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from t2itool.models.recipe import ModelConfig, param
 from t2itool.models.stackgan.networks import (
     MIN_STAGE1_SIZE,
     STAGE2_MAGNIFICATION,
@@ -33,69 +34,53 @@ TRAIN_PRESETS: dict[str, dict[int, dict[str, int]]] = {
 
 
 @dataclass
-class StackGANConfig:
-    image_size: int = field(
-        default=0,
-        metadata={
-            "help": "final resolution of the stage being trained; 0 = the paper's (64 for stage 1, 256 for stage 2). "
-            "Stage 1: a power of two >= 8; stage 2: 4x its stage-I size (>= 32)"
-        },
+class StackGANConfig(ModelConfig):
+    image_size: int = param(
+        0,
+        "final resolution of the stage being trained; 0 = the paper's (64 for stage 1, 256 for stage 2). "
+        "Stage 1: a power of two >= 8; stage 2: 4x its stage-I size (>= 32)",
+        min=0,
     )
-    max_words: int = field(default=18, metadata={"help": "caption tokens fed to the DAMSM text encoder (WORDS_NUM)"})
-    sync_batchnorm: bool = field(
-        default=False,
-        metadata={
-            "help": "with several processes, batch-norm statistics over the global batch; false keeps per-process "
-            "statistics, as the official DataParallel training did per GPU"
-        },
+    max_words: int = param(18, "caption tokens fed to the DAMSM text encoder (WORDS_NUM)", min=1)
+    sync_batchnorm: bool = param(
+        True,
+        "with several processes, batch-norm statistics over the global batch; false keeps per-process statistics, "
+        "as the official DataParallel training did per GPU",
     )
-    stage: int = field(
-        default=1, metadata={"help": "1: train stage I; 2: train stage II on top of a frozen stage-I generator"}
+    stage: int = param(1, "1: train stage I; 2: train stage II on top of a frozen stage-I generator", choices=(1, 2))
+    text_dim: int = param(
+        256,
+        "size of the text vector fed to conditioning augmentation: 256 = DAMSM sentence (a deviation from the "
+        "paper), 1024 = char-CNN-RNN embeddings as the paper (--text precomputed)",
+        min=1,
     )
-    text_dim: int = field(
-        default=256,
-        metadata={
-            "help": "size of the text vector fed to conditioning augmentation: 256 = DAMSM sentence (a deviation "
-            "from the paper), 1024 = char-CNN-RNN embeddings as the paper"
-        },
+    gf_dim: int = param(128, "generator width GF_DIM (stage I starts at 8 gf_dim x 4 x 4)", min=1)
+    df_dim: int = param(64, "discriminator width DF_DIM (4x4 features: 8 df_dim)", min=1)
+    z_dim: int = param(100, "length of the noise vector z", min=1)
+    cond_dim: int = param(128, "conditioning-augmentation output size (CONDITION_DIM)", min=1)
+    r_num: int = param(4, "residual blocks of the stage-II generator (R_NUM)", min=0)
+    coeff_kl: float = param(2.0, "weight of the CA KL term in the generator loss", min=0)
+    lr_g: float = param(2e-4, "generator Adam learning rate", above=0)
+    lr_d: float = param(2e-4, "discriminator Adam learning rate", above=0)
+    beta1: float = param(0.5, "Adam beta1", min=0, max=1)
+    beta2: float = param(0.999, "Adam beta2", min=0, max=1)
+    lr_decay_epochs: int = param(
+        100, "both learning rates are halved every this many epochs (birds paper: 100; coco code: 20)", min=1
     )
-    gf_dim: int = field(default=128, metadata={"help": "generator width GF_DIM (stage I starts at 8 gf_dim x 4 x 4)"})
-    df_dim: int = field(default=64, metadata={"help": "discriminator width DF_DIM (4x4 features: 8 df_dim)"})
-    z_dim: int = field(default=100, metadata={"help": "length of the noise vector z"})
-    cond_dim: int = field(default=128, metadata={"help": "conditioning-augmentation output size (CONDITION_DIM)"})
-    r_num: int = field(default=4, metadata={"help": "residual blocks of the stage-II generator (R_NUM)"})
-    coeff_kl: float = field(default=2.0, metadata={"help": "weight of the CA KL term in the generator loss"})
-    lr_g: float = field(default=2e-4, metadata={"help": "generator Adam learning rate"})
-    lr_d: float = field(default=2e-4, metadata={"help": "discriminator Adam learning rate"})
-    beta1: float = field(default=0.5, metadata={"help": "Adam beta1"})
-    beta2: float = field(default=0.999, metadata={"help": "Adam beta2"})
-    lr_decay_epochs: int = field(
-        default=100, metadata={"help": "both learning rates are halved every this many epochs (coco code: 20)"}
-    )
-    average_embeddings: int = field(
-        default=1,
-        metadata={
-            "help": "precomputed text only: caption embeddings of the image averaged per training step "
-            "(1 = one random caption, as the PyTorch code; 4 = the TF code's average)"
-        },
+    average_embeddings: int = param(
+        1,
+        "precomputed text only: caption embeddings of the image averaged per training step "
+        "(1 = one random caption, as the PyTorch code; 4 = the TF code's average)",
+        min=1,
     )
 
-    def __post_init__(self) -> None:
-        for name in ("coeff_kl", "lr_g", "lr_d", "beta1", "beta2"):
-            setattr(self, name, float(getattr(self, name)))  # torch >= 2.6 rejects mixed int/float betas
-        if self.stage not in (1, 2):
-            raise ValueError(f"stage must be 1 or 2, got {self.stage}")
+    def validate(self) -> None:
         if self.image_size == 0:
             self.image_size = PAPER_IMAGE_SIZES[self.stage]
         smallest = MIN_STAGE1_SIZE * (STAGE2_MAGNIFICATION if self.stage == 2 else 1)
         size = self.image_size
         if size < smallest or size & (size - 1):
-            raise ValueError(f"image_size for stage {self.stage} must be a power of two >= {smallest}, got {size}")
-        for name in ("text_dim", "gf_dim", "df_dim", "z_dim", "cond_dim", "lr_decay_epochs", "average_embeddings"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.r_num < 0:
-            raise ValueError(f"r_num must be >= 0, got {self.r_num}")
+            raise ValueError(f"image_size={size}: stage {self.stage} needs a power of two >= {smallest}")
         check_generator_widths(self.gf_dim, self.stage1_image_size, self.stage)
         check_discriminator_widths(self.df_dim, self.image_size, self.stage)
 

@@ -46,9 +46,39 @@ def discriminator_loss(
     """
     if (uncond_real is None) != (uncond_fake is None):
         raise ValueError("give both unconditional logits (stage II) or neither (stage I)")
-    if uncond_real is None:
-        return bce_real(real) + 0.5 * (bce_fake(fake) + bce_fake(wrong))
-    return (bce_real(real) + bce_real(uncond_real)) / 2 + (bce_fake(fake) + bce_fake(wrong) + bce_fake(uncond_fake)) / 3
+    return combine_discriminator_terms(
+        bce_real(real),
+        bce_fake(wrong),
+        bce_fake(fake),
+        None if uncond_real is None else bce_real(uncond_real),
+        None if uncond_fake is None else bce_fake(uncond_fake),
+    )
+
+
+def combine_discriminator_terms(
+    real: torch.Tensor,
+    wrong: torch.Tensor,
+    fake: torch.Tensor,
+    uncond_real: torch.Tensor | None = None,
+    uncond_fake: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`discriminator_loss` from its BCE terms (for callers that form a term themselves, e.g. the wrong pairs of a
+    global batch spread over processes)."""
+    if uncond_real is None or uncond_fake is None:
+        return real + 0.5 * (fake + wrong)
+    return (real + uncond_real) / 2 + (fake + wrong + uncond_fake) / 3
+
+
+def wrong_pairs_term(logits: torch.Tensor, valid: torch.Tensor, pairs: int, world_size: int = 1) -> torch.Tensor:
+    """This process's share of BCE(wrong, 0) averaged over the `pairs` wrong pairs of the global batch.
+
+    `logits` (B,) are the conditional logits of every local real image with the next global sample's condition;
+    `valid` (B,) marks the rows that are pairs (the global batch's last sample has no next one). The loop averages
+    gradients and statistics over processes, so each process returns world_size x (its sum) / pairs: the average over
+    processes is the one-process mean over all pairs."""
+    assert logits.shape == valid.shape, f"logits {tuple(logits.shape)}, valid {tuple(valid.shape)}"
+    per_row = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
+    return (per_row * valid.to(per_row.dtype)).sum() * (world_size / pairs)
 
 
 def generator_loss(

@@ -327,7 +327,7 @@ class Discriminator(nn.Module):
 def build_generator(config: XMCGANConfig) -> Generator:
     return Generator(
         image_size=config.image_size,
-        gf=config.gf,
+        gf=config.gf_dim,
         z_dim=config.z_dim,
         sentence_dim=config.sentence_dim,
         word_dim=config.word_dim,
@@ -339,5 +339,5 @@ def build_generator(config: XMCGANConfig) -> Generator:
 
 def build_discriminator(config: XMCGANConfig) -> Discriminator:
     return Discriminator(
-        image_size=config.image_size, df=config.df, sentence_dim=config.sentence_dim, word_dim=config.word_dim
+        image_size=config.image_size, df=config.df_dim, sentence_dim=config.sentence_dim, word_dim=config.word_dim
     )
