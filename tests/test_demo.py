@@ -112,5 +112,6 @@ def test_dfgan_ssacn_learns_the_colours_of_its_captions(learning_data, tmp_path:
     from learning import colour_agreement
 
     colour = colour_agreement("dfgan-ssacn", learning_data, tmp_path, steps=150, image_size=32, batch_size=32,
-                              sets={"ngf": "32", "ndf": "32"})  # fmt: skip
-    assert colour["value"] > 2.0 * colour["chance"], colour
+                              sets={"ngf": "32", "ndf": "32", "lr_g": "4e-4"})  # fmt: skip
+    # The demo's settings (lr_g = lr_d): 100 steps already give 3.7x chance (48.6%, README); 150 must beat 3x.
+    assert colour["value"] > 3.0 * colour["chance"], colour

@@ -160,6 +160,20 @@ def test_bf16_channels_last_step_on_cpu(shapes_h5: str, damsm_ckpt: str, tmp_pat
     assert stats["step"] == 1 and all(abs(v) < 1e6 for k, v in stats.items() if k.startswith("loss"))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_channels_last_compile_path(shapes_h5: str, damsm_ckpt: str, tmp_path: Path) -> None:
+    """The GPU default path (channels-last + compile) with bf16 trains dfgan-ssacn, DAMSM loss included."""
+    result = train(
+        "dfgan-ssacn", data=shapes_h5, damsm=damsm_ckpt, out=str(tmp_path), steps=3, batch_size=4, workers=0,
+        device="cuda", amp="bf16", channels_last=True, compile=True, grid_every=0, snapshot_every=0,
+        sets={"ngf": "8", "ndf": "8"}, image_size=64,
+    )  # fmt: skip
+    lines = (Path(result.run_dir) / "stats.jsonl").read_text().splitlines()
+    stats = json.loads(lines[-1])
+    assert stats["step"] == 3
+    assert all(abs(v) < 1e6 for k, v in stats.items() if k.startswith("loss")), stats
+
+
 def test_resume_needs_steps_beyond_the_state_and_leaves_nothing(
     shapes_h5: str, damsm_ckpt: str, tmp_path: Path
 ) -> None:

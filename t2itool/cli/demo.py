@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
     def demo_command(
         out_dir: Path = typer.Option(Path("demo-run"), "--out", help="Folder for every file the demo writes."),
         device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-        steps: int | None = typer.Option(None, "--steps", help="Training steps (default: 200)."),
+        steps: int | None = typer.Option(None, "--steps", help="Training steps (default: 250)."),
         quick: bool = typer.Option(False, "--quick", help="A one-minute smoke run (too short to learn)."),
         inception_weights: Path | None = typer.Option(
             None,

@@ -55,14 +55,18 @@ class UpdatePhase:
     """One optimizer's update inside `with ctx.update(name) as phase:`; `phase.backward(loss, name)` as often as the
     step needs (gradients accumulate), the loop steps the optimizer when the block ends."""
 
-    def __init__(self, ctx: StepContext, name: str) -> None:
-        self.ctx, self.name, self.backwards = ctx, name, 0
+    def __init__(self, ctx: StepContext, name: str, params: list[torch.Tensor] | None = None) -> None:
+        self.ctx, self.name, self.backwards, self.params = ctx, name, 0, params
 
     def backward(self, loss: torch.Tensor, name: str = "loss") -> None:
-        """Check `loss` is finite on every process (else NonFiniteLoss naming `name` and the step), backpropagate."""
+        """Check `loss` is finite on every process (else NonFiniteLoss naming `name` and the step), backpropagate.
+
+        Only this optimizer's parameters get gradients: autograd skips the input gradients nobody reads (e.g. of the
+        real images that MA-GP made require grad), the parameter gradients are the same."""
         self.ctx.check_finite(name, loss)
         scaler = self.ctx.scaler
-        (scaler.scale(loss) if scaler is not None else loss).backward()
+        scaled = scaler.scale(loss) if scaler is not None else loss
+        scaled.backward(inputs=self.params) if self.params else scaled.backward()
         self.backwards += 1
 
 
@@ -218,7 +222,7 @@ class StepContext:
         for p in others:
             p.requires_grad_(False)
         self.optimizers[name].zero_grad(set_to_none=True)
-        phase = UpdatePhase(self, name)
+        phase = UpdatePhase(self, name, own)
         try:
             yield phase
             if phase.backwards:

@@ -47,7 +47,12 @@ class TrainConfig:
     )  # fmt: skip
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N"})
     amp: str = field(default="none", metadata={"help": "mixed precision: none, bf16, fp16 (CUDA only)"})
-    channels_last: bool = field(default=False, metadata={"help": "channels-last memory format for networks/images"})
+    channels_last: bool | None = field(
+        default=None, metadata={"help": "channels-last memory format for networks/images (none: on, measured faster)"}
+    )
+    compile: bool | None = field(
+        default=None, metadata={"help": "torch.compile the generator (none: on for CUDA, off on CPU, as measured)"}
+    )
     resume: str | None = field(default=None, metadata={"help": "state file or run folder to continue"})
     init_from: str | None = field(
         default=None, metadata={"help": "RUN_OR_FILE[:net,src=dst.sub]: networks loaded from another run at step 0"}
@@ -239,7 +244,7 @@ def per_process_batch(global_batch: int, train: dict[str, Any]) -> int:
 # Loop options a resumed run takes over from its run folder's config.json unless given again.
 RESUMED_OPTIONS = (
     "data", "damsm", "text", "preset", "steps", "epochs", "batch_size", "seed", "crop_margin", "device", "amp",
-    "channels_last", "gpus", "nproc", "workers", "grid_every", "grid_size", "snapshot_every", "keep", "ema",
+    "channels_last", "compile", "gpus", "nproc", "workers", "grid_every", "grid_size", "snapshot_every", "keep", "ema",
     "status_every", "eval_every", "metrics", "eval_images", "inception_weights",
 )  # fmt: skip
 

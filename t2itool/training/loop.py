@@ -26,7 +26,7 @@ from t2itool.models import ModelSpec, get_model
 from t2itool.models.context import StepContext
 from t2itool.models.recipe import NonFiniteLoss
 from t2itool.noise import draw_rows
-from t2itool.training import checkpoint, dist, sync_batchnorm
+from t2itool.training import checkpoint, dist, speed, sync_batchnorm
 from t2itool.training.batches import GridCaptions, ShardedBatches, open_data
 from t2itool.training.config import TrainConfig, resolve_config, run_name, validate
 from t2itool.training.ema import EMA
@@ -133,7 +133,8 @@ def training_loop(
     seed: int = 0,  # init, data order and noise
     crop_margin: bool = True,  # resize to 76/64 of the crop before cropping (official); false: CelebA-style
     amp: str = "none",  # none | bf16 | fp16
-    channels_last: bool = False,  # channels-last networks and images
+    channels_last: bool | None = None,  # channels-last networks and images (None: speed.default_settings)
+    compile: bool | None = None,  # torch.compile the generator (None: speed.default_settings)
     resume: str | None = None,  # state file or run folder to continue from
     init_from: str | None = None,  # RUN_OR_FILE[:net,...]: networks loaded before step 0 (not when resuming)
     workers: int = 2,  # DataLoader workers per process
@@ -190,8 +191,13 @@ def training_loop(
     if world_size > 1 and config.sync_batchnorm:
         nets = {name: sync_batchnorm.convert(net) for name, net in nets.items()}
     nets = {name: net.to(device) for name, net in nets.items()}
-    if channels_last:
-        nets = {name: net.to(memory_format=torch.channels_last) for name, net in nets.items()}
+    settings = speed.default_settings(device, amp, channels_last, compile)
+    channels_last = settings.channels_last
+    if channels_last:  # where it wins (speed.channels_last_names); the image encoder follows the generator's images
+        chosen = speed.channels_last_names(nets, device)
+        nets = {n: net.to(memory_format=torch.channels_last) if n in chosen else net for n, net in nets.items()}
+        if image_encoder is not None and "generator" in chosen:
+            image_encoder.to(memory_format=torch.channels_last)
 
     def set_train_mode() -> None:
         for net in nets.values():
@@ -202,6 +208,8 @@ def training_loop(
     set_train_mode()
     optimizers = recipe.build_optimizers(nets, text_encoder if recipe.trains_text_encoder else None)
     _check_frozen_not_optimized(frozen, optimizers)
+    if settings.foreach:
+        speed.tune_optimizers(optimizers, device)
     for optimizer in optimizers.values():
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
@@ -236,6 +244,9 @@ def training_loop(
         rng = state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0]
         checkpoint.set_rng_state(rng)
         dist.print0(f"resumed from {state_path} at step {step}")
+
+    if settings.compile:  # after EMA's copy and the resumed weights: the compiled module keeps its state-dict names
+        speed.compile_networks(nets, speed.COMPILED, device)
 
     ctx = StepContext(
         device=device, seed=seed, rank=rank, world_size=world_size, amp=amp, nets=nets, optimizers=optimizers,
