@@ -14,7 +14,7 @@ from t2itool.training import speed
 
 def test_defaults_per_device() -> None:
     cpu = speed.default_settings(torch.device("cpu"))
-    assert (cpu.amp, cpu.channels_last, cpu.compile, cpu.foreach) == ("none", True, False, True)
+    assert (cpu.amp, cpu.channels_last, cpu.compile, cpu.foreach) == ("none", False, False, True)
     cuda = speed.default_settings(torch.device("cuda"))
     assert cuda.channels_last and cuda.compile
     assert speed.default_settings(torch.device("cuda"), "bf16", False, False).describe() == "bf16, foreach Adam"

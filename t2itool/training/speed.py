@@ -85,12 +85,14 @@ def default_settings(
 ) -> StepSettings:
     """The loop's settings: the flags given, else the defaults measured faster on `device` (benchmarks/bench_step.py).
 
-    Channels-last is on everywhere (CPU: oneDNN convolutions skip their layout reorders). `torch.compile` is on for
+    Channels-last is on for CUDA; on CPU it is opt-in (`--channels-last`): its oneDNN convolutions round differently
+    at different batch sizes, and Adam turns those last-bit differences into lr-sized steps, so 2 processes with half
+    the batch no longer equal 1 process (tests/test_models_registry.py failed for sdgan). `torch.compile` is on for
     CUDA only: on CPU it gained ~3% at a minute's compile time. Precision stays the user's choice (`--amp`).
     """
     return StepSettings(
         amp=amp,
-        channels_last=True if channels_last is None else channels_last,
+        channels_last=device.type == "cuda" if channels_last is None else channels_last,
         compile=device.type == "cuda" if compile is None else compile,
     )
 
