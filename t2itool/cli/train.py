@@ -68,7 +68,7 @@ def train_command(
     device: str | None = typer.Option(None, "--device", help=f"{DEVICE_HELP} (default: auto)"),
     amp: str | None = typer.Option(None, "--amp", help="Mixed precision: none, bf16, fp16 (CUDA) (default: none)."),
     channels_last: bool | None = typer.Option(
-        None, "--channels-last/--no-channels-last", help="Channels-last memory format (default: on for CUDA, off on CPU)."
+        None, "--channels-last/--no-channels-last", help="Channels-last memory format (default: CUDA on, CPU off)."
     ),
     compile_networks: bool | None = typer.Option(
         None,

@@ -48,7 +48,7 @@ class TrainConfig:
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N"})
     amp: str = field(default="none", metadata={"help": "mixed precision: none, bf16, fp16 (CUDA only)"})
     channels_last: bool | None = field(
-        default=None, metadata={"help": "channels-last memory format for networks/images (none: on for CUDA, off on CPU)"}
+        default=None, metadata={"help": "channels-last networks/images (none: on for CUDA, off on CPU)"}
     )
     compile: bool | None = field(
         default=None, metadata={"help": "torch.compile the generator (none: on for CUDA, off on CPU, as measured)"}
