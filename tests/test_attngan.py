@@ -15,7 +15,6 @@ from PIL import Image
 from torch import nn
 
 from t2itool.encoders.losses import damsm_loss
-from t2itool.models.context import StepContext
 from t2itool.models.registry import get_model
 
 VOCAB = 40
@@ -23,28 +22,16 @@ VOCAB = 40
 
 @pytest.fixture(scope="module")
 def encoders():
-    from t2itool.encoders import ImageEncoder, TextEncoder
+    from test_models_registry import frozen_damsm_encoders
 
-    torch.manual_seed(1)
-    return TextEncoder(VOCAB).eval().requires_grad_(False), ImageEncoder(image_size=80).eval().requires_grad_(False)
+    return frozen_damsm_encoders(VOCAB)
 
 
 def setup(encoders, **sets):
     """Tiny attngan (32 px: stages 8/16/32), its nets, optimizers, a step context and a 4-sample batch."""
-    from test_models_registry import make_batch
+    from test_models_registry import tiny_step
 
-    spec = get_model("attngan")
-    config = spec.make_config("birds", {"image_size": 32, "gf_dim": 4, "df_dim": 4, **sets})
-    recipe = spec.recipe_cls(config)
-    torch.manual_seed(0)
-    nets = recipe.build_networks()
-    text_encoder, image_encoder = encoders
-    ctx = StepContext(
-        device=torch.device("cpu"), seed=3, nets=nets, optimizers=recipe.build_optimizers(nets, None),
-        text_encoder=text_encoder, image_encoder=image_encoder,
-        noise_streams={s.name: s for s in spec.noise_streams(config)},
-    )  # fmt: skip
-    return spec, config, recipe, nets, ctx, make_batch(recipe, config.max_words)
+    return tiny_step("attngan", encoders, **{"image_size": 32, "gf_dim": 4, "df_dim": 4, **sets})
 
 
 class LinearDiscriminator(nn.Module):

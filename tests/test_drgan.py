@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from t2itool.models.context import StepContext
 from t2itool.models.drgan.losses import (
     dnm_discriminator_terms,
     frobenius,
@@ -102,27 +101,15 @@ def test_rirm_internal_and_dnm_terms_equal_hand_computations() -> None:
 
 @pytest.fixture(scope="module")
 def encoders():
-    from t2itool.encoders import ImageEncoder, TextEncoder
+    from test_models_registry import frozen_damsm_encoders
 
-    torch.manual_seed(1)
-    return TextEncoder(VOCAB).eval().requires_grad_(False), ImageEncoder(image_size=80).eval().requires_grad_(False)
+    return frozen_damsm_encoders(VOCAB)
 
 
 def setup(encoders, **sets):
-    from test_models_registry import make_batch
+    from test_models_registry import tiny_step
 
-    spec = get_model("drgan")
-    config = spec.make_config("birds", {"image_size": 32, "gf_dim": 8, "df_dim": 4, **sets})
-    recipe = spec.recipe_cls(config)
-    torch.manual_seed(0)
-    nets = recipe.build_networks()
-    text_encoder, image_encoder = encoders
-    ctx = StepContext(
-        device=torch.device("cpu"), seed=3, nets=nets, optimizers=recipe.build_optimizers(nets, None),
-        text_encoder=text_encoder, image_encoder=image_encoder,
-        noise_streams={s.name: s for s in spec.noise_streams(config)},
-    )  # fmt: skip
-    return spec, config, recipe, nets, ctx, make_batch(recipe, config.max_words)
+    return tiny_step("drgan", encoders, **{"image_size": 32, "gf_dim": 8, "df_dim": 4, **sets})
 
 
 def test_step_internal_term_and_total(encoders) -> None:

@@ -41,6 +41,31 @@ def random_noise(spec, config) -> dict[str, torch.Tensor]:
     return {stream.name: torch.randn(BATCH, stream.dim) for stream in spec.noise_streams(config)}
 
 
+def frozen_damsm_encoders(vocab: int = 40) -> tuple:
+    """Random DAMSM text and image encoders (80 px), frozen, as a recipe's step context holds them."""
+    from t2itool.encoders import ImageEncoder, TextEncoder
+
+    torch.manual_seed(1)
+    return TextEncoder(vocab).eval().requires_grad_(False), ImageEncoder(image_size=80).eval().requires_grad_(False)
+
+
+def tiny_step(model: str, encoders: tuple, **values) -> tuple:
+    """A tiny `model` at the birds preset with `values`, its nets, optimizers, a CPU step context with `encoders`
+    and a 4-sample batch: (spec, config, recipe, nets, ctx, batch)."""
+    spec = get_model(model)
+    config = spec.make_config("birds", values)
+    recipe = spec.recipe_cls(config)
+    torch.manual_seed(0)
+    nets = recipe.build_networks()
+    text_encoder, image_encoder = encoders
+    ctx = StepContext(
+        device=torch.device("cpu"), seed=3, nets=nets, optimizers=recipe.build_optimizers(nets, None),
+        text_encoder=text_encoder, image_encoder=image_encoder,
+        noise_streams={s.name: s for s in spec.noise_streams(config)},
+    )  # fmt: skip
+    return spec, config, recipe, nets, ctx, make_batch(recipe, config.max_words)
+
+
 def make_batch(recipe, max_words: int) -> Batch:
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(1, VOCAB, (BATCH, max_words), generator=g)
