@@ -130,7 +130,10 @@ def test_spec_presets_noise_and_optimizers() -> None:
     birds, coco = spec.make_config("birds"), spec.make_config("coco")
     assert (birds.gf_dim, birds.df_dim, birds.r_num, birds.damsm_lambda, birds.max_words) == (32, 64, 2, 5.0, 18)
     assert (coco.gf_dim, coco.df_dim, coco.r_num, coco.damsm_lambda, coco.max_words) == (48, 96, 3, 50.0, 12)
-    assert spec.train_presets == {"birds": {"batch_size": 20, "epochs": 600}, "coco": {"batch_size": 14, "epochs": 120}}
+    assert spec.train_presets == {
+        "birds": {"global_batch": 20, "epochs": 600},
+        "coco": {"global_batch": 14, "epochs": 120},
+    }
     streams = {(s.name, s.dim, s.truncated) for s in spec.noise_streams(birds)}
     assert streams == {("z", 100, True), ("ca", 100, False)} and spec.default_truncation(birds) is None
     config = spec.make_config("birds", {"image_size": 64, "gf_dim": 2, "df_dim": 2})

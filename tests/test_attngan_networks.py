@@ -321,7 +321,7 @@ def test_config_fields_presets_and_validation() -> None:
     assert (birds.gf_dim, birds.r_num, birds.damsm_lambda, birds.max_words) == (32, 2, 5.0, 18)
     assert (coco.gf_dim, coco.df_dim, coco.r_num, coco.damsm_lambda, coco.max_words) == (48, 96, 3, 50.0, 12)
     assert (birds.gamma1, birds.gamma2, birds.gamma3, birds.lr_g, birds.beta1) == (4.0, 5.0, 10.0, 2e-4, 0.5)
-    assert TRAIN_PRESETS == {"birds": {"batch_size": 20, "epochs": 600}, "coco": {"batch_size": 14, "epochs": 120}}
+    assert TRAIN_PRESETS == {"birds": {"global_batch": 20, "epochs": 600}, "coco": {"global_batch": 14, "epochs": 120}}
     assert AttnGANConfig(image_size=64).stage_sizes == (16, 32, 64) and birds.stage_sizes == (64, 128, 256)
     with pytest.raises(ValueError, match="attention_mask"):
         AttnGANConfig(attention_mask="leaky")

@@ -156,8 +156,8 @@ def test_spec_presets_and_switches() -> None:
     assert (birds.gf_dim, birds.df_dim, birds.r_num, birds.damsm_lambda, birds.mask_divisor) == (64, 32, 2, 5.0, 22.0)
     assert (coco.r_num, coco.damsm_lambda, coco.max_words, coco.mask_divisor) == (3, 50.0, 12, 20.0)
     assert spec.train_presets == {
-        "birds": {"batch_size": 22, "epochs": 1000},
-        "coco": {"batch_size": 20, "epochs": 250},
+        "birds": {"global_batch": 22, "epochs": 1000},
+        "coco": {"global_batch": 20, "epochs": 250},
     }
     assert (birds.sdl_base, birds.rirm_weight, birds.dal_weights) == (10.1, 1e-5, (1e-6, 1e-4, 1e-2))
     assert (birds.dnm_weight, birds.dnm_rec_weight, birds.dnm_kl_weight) == (0.1, 0.01, 0.01)

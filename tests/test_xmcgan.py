@@ -316,7 +316,7 @@ def test_spec_presets_text_kinds_and_notes() -> None:
     spec = get_model("xmcgan")
     config = spec.make_config("coco")
     recipe = spec.recipe_cls(config)
-    assert (config.image_size, config.max_words, spec.train_presets["coco"]["batch_size"]) == (128, 17, 112)
+    assert (config.image_size, config.max_words, spec.train_presets["coco"]["global_batch"]) == (128, 17, 112)
     assert recipe.sub_batches() == 2 and recipe.default_ema == 0.999
     assert set(recipe.text_kinds) == {"damsm", "precomputed"}
     needs = recipe.text_needs()

@@ -100,6 +100,6 @@ PRESETS: dict[str, dict[str, object]] = {
              "mask_same_class": False, "mask_divisor": 20.0},
 }  # fmt: skip
 TRAIN_PRESETS: dict[str, dict[str, int]] = {
-    "birds": {"batch_size": 22, "epochs": 1000},
-    "coco": {"batch_size": 20, "epochs": 250},
+    "birds": {"global_batch": 22, "epochs": 1000},  # the code's one-GPU batches, over all processes
+    "coco": {"global_batch": 20, "epochs": 250},
 }

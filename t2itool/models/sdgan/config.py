@@ -109,6 +109,6 @@ PRESETS: dict[str, dict[str, object]] = {
     },
 }
 TRAIN_PRESETS: dict[str, dict[str, int]] = {
-    "birds": {"batch_size": 20, "epochs": 600},
-    "coco": {"batch_size": 14, "epochs": 120},
+    "birds": {"global_batch": 20, "epochs": 600},  # AttnGAN's one-GPU batches, over all processes
+    "coco": {"global_batch": 14, "epochs": 120},
 }

@@ -88,11 +88,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 # Training-loop presets. The code's config.batch_size 56 (8 devices x 7) is the batch of one discriminator step; one
-# generator step consumes d_steps x 56 images. t2itool's --batch-size is what one step receives, split into d_steps
-# sub-batches, so the presets say 2 x 56 = 112 (d_steps 2). birds keeps it (CUB's 8,855 training images give 79
-# steps per epoch).
+# generator step consumes d_steps x 56 images. t2itool's step receives the global batch split into d_steps
+# sub-batches, so the presets' global batch is 2 x 56 = 112 over all processes (d_steps 2; --batch-size N sets it per
+# process instead). birds keeps it (CUB's 8,855 training images give 79 steps per epoch).
 BATCH_PER_D_STEP = 56
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
-    "coco": {"batch_size": 2 * BATCH_PER_D_STEP},
-    "birds": {"batch_size": 2 * BATCH_PER_D_STEP},
+    "coco": {"global_batch": 2 * BATCH_PER_D_STEP},
+    "birds": {"global_batch": 2 * BATCH_PER_D_STEP},
 }
