@@ -18,6 +18,19 @@ def shapes_h5(tmp_path_factory) -> str:
     return str(out)
 
 
+@pytest.fixture(scope="session")
+def small_damsm(shapes_h5: str, tmp_path_factory) -> str:
+    """Untrained DAMSM encoders for `shapes_h5` (image encoder input 80 px), saved once per test session."""
+    from t2itool.data.store import Store
+    from t2itool.encoders import ImageEncoder, TextEncoder, save_damsm
+
+    store = Store(shapes_h5)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("damsm") / "damsm.pt"
+    save_damsm(path, TextEncoder(len(store.vocab)), ImageEncoder(image_size=80), store=store)
+    return str(path)
+
+
 def _jpeg(path, size: tuple[int, int], seed: int, textured: bool = False) -> None:
     """A small JPEG with a distinct coloured block so crops can be checked; `textured`: smooth noise instead of a
     flat background, so that every window of the image differs from every other."""

@@ -98,18 +98,6 @@ def test_spec_presets_pairs_and_open_values() -> None:
         spec.make_config("birds", {"scbn_stage2": "pixel"})
 
 
-@pytest.fixture(scope="module")
-def small_damsm(shapes_h5: str, tmp_path_factory) -> str:
-    from t2itool.data.store import Store
-    from t2itool.encoders import ImageEncoder, TextEncoder, save_damsm
-
-    store = Store(shapes_h5)
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("damsm") / "damsm.pt"
-    save_damsm(path, TextEncoder(len(store.vocab)), ImageEncoder(image_size=80), store=store)
-    return str(path)
-
-
 def test_cli_trains_3_steps_at_64px_and_samples(shapes_h5: str, small_damsm: str, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

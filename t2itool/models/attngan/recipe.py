@@ -18,45 +18,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from t2itool.encoders.features import TextFeatures
 from t2itool.models.attngan.config import AttnGANConfig
-from t2itool.models.attngan.losses import (
-    bce_fake,
-    bce_real,
-    combine_discriminator_terms,
-    generator_adversarial_loss,
-    generator_loss,
-    kl_loss,
-)
-from t2itool.models.attngan.networks import (
-    AttnGANDiscriminator,
-    build_discriminators,
-    build_generator,
-    init_weights,
-)
-from t2itool.models.blocks.staged_gan import damsm_term, wrong_pair_term
+from t2itool.models.attngan.losses import generator_loss, kl_loss
+from t2itool.models.attngan.networks import build_discriminators, build_generator, init_weights
+from t2itool.models.blocks.staged_gan import StagedGANRecipe, stage_discriminator_loss, stage_generator_term
 from t2itool.models.context import StepContext
-from t2itool.models.recipe import Batch, GANRecipe, TextNeeds
+from t2itool.models.recipe import Batch
 
 
-def discriminator_names(config: AttnGANConfig) -> list[str]:
-    """The stage discriminators' network (and optimizer) names, smallest stage first: d64, d128, d256 at 256 px."""
-    return [f"d{size}" for size in config.stage_sizes]
-
-
-class AttnGANRecipe(GANRecipe):
+class AttnGANRecipe(StagedGANRecipe):
     """Nets: generator, d<S/4>, d<S/2>, d<S>. Optimizers: generator and one per discriminator (same names)."""
 
     config: AttnGANConfig
-    needs_image_encoder = True  # DAMSM loss on the final generated images
-    text_kinds = ("damsm",)  # the DAMSM loss needs the DAMSM text encoder's words and sentences
-    default_ema = 0.999  # the code saves an exponential moving average of G (trainer.py avg_param_G)
-
-    def image_sizes(self) -> tuple[int, ...]:
-        return tuple(self.config.stage_sizes)
-
-    def text_needs(self) -> TextNeeds:
-        return TextNeeds(sentence_dim=self.config.text_dim, word_dim=self.config.text_dim)
 
     def build_networks(self) -> dict[str, nn.Module]:
         nets: dict[str, nn.Module] = {"generator": build_generator(self.config)}
@@ -64,30 +37,6 @@ class AttnGANRecipe(GANRecipe):
         for net in nets.values():
             net.apply(init_weights)  # code/miscc/utils.py weights_init on G and every D
         return nets
-
-    def build_optimizers(
-        self, nets: dict[str, nn.Module], text_encoder: nn.Module | None
-    ) -> dict[str, torch.optim.Optimizer]:
-        c = self.config
-        betas = (c.beta1, c.beta2)
-        optimizers = {"generator": torch.optim.Adam(nets["generator"].parameters(), lr=c.lr_g, betas=betas)}
-        for name in discriminator_names(c):
-            optimizers[name] = torch.optim.Adam(nets[name].parameters(), lr=c.lr_d, betas=betas)
-        return optimizers
-
-    # --- batch-coupled terms ------------------------------------------------------------------------------------
-    @staticmethod
-    def wrong_term(
-        disc: AttnGANDiscriminator, real_features: torch.Tensor, batch: Batch, ctx: StepContext, sentence: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """BCE of the code's wrong pairs over the global batch (see `blocks.staged_gan.wrong_pair_term`)."""
-        return wrong_pair_term(disc.cond_logits, real_features, batch, ctx, sentence)
-
-    def damsm(self, ctx: StepContext, images: torch.Tensor, text: TextFeatures, batch: Batch) -> torch.Tensor:
-        """Unweighted DAMSM loss L_w + L_s of `images` against their captions over the global batch, with the
-        config's gammas (the AttnGAN cfgs' 4, 5, 10) and same-class masking; the gradient reaches `images`."""
-        c = self.config
-        return damsm_term(ctx, images, text, batch, (c.gamma1, c.gamma2, c.gamma3), c.mask_same_class)
 
     # --- one step -----------------------------------------------------------------------------------------------
     def train_step(self, batch: Batch, ctx: StepContext) -> dict[str, torch.Tensor | float]:
@@ -102,25 +51,15 @@ class AttnGANRecipe(GANRecipe):
 
         # One update per stage discriminator (trainer.py: netsD[i] zero_grad / backward / step in turn).
         loss_d_total = 0.0
-        for name, real, fake in zip(discriminator_names(c), batch.images, out.images, strict=True):
+        for name, real, fake in zip(self.discriminator_names(), batch.images, out.images, strict=True):
             disc = ctx.nets[name]
             assert real.shape[-1] == disc.stage_size, f"{name}: real images {tuple(real.shape)}"
             with ctx.update(name) as phase:
                 with ctx.autocast():
-                    real_features = disc(real)
-                    fake_features = disc(fake.detach())
-                    real_cond = disc.cond_logits(real_features, text.sentence).float()
-                    fake_cond = disc.cond_logits(fake_features, text.sentence).float()
-                wrong, _ = self.wrong_term(disc, real_features, batch, ctx, text.sentence)
-                if c.unconditional_head:
-                    with ctx.autocast():
-                        real_uncond = disc.uncond_logits(real_features).float()
-                        fake_uncond = disc.uncond_logits(fake_features).float()
-                    loss_d = combine_discriminator_terms(
-                        bce_real(real_cond), bce_fake(fake_cond), wrong, bce_real(real_uncond), bce_fake(fake_uncond)
-                    )
-                else:
-                    loss_d = combine_discriminator_terms(bce_real(real_cond), bce_fake(fake_cond), wrong)
+                    real_features, fake_features = disc(real), disc(fake.detach())
+                loss_d, real_cond, fake_cond = stage_discriminator_loss(
+                    disc, real_features, fake_features, batch, ctx, text.sentence, text.sentence, c.unconditional_head
+                )
                 phase.backward(loss_d, f"loss_{name}")
             stats[f"loss_{name}"] = loss_d.detach()
             stats[f"logit_real_{name}"] = real_cond.detach().mean()
@@ -130,13 +69,11 @@ class AttnGANRecipe(GANRecipe):
         # Generator: every stage's BCE terms through the updated D_i, DAMSM on the final image, KL of the CA.
         with ctx.update("generator") as phase:
             terms = []
-            for name, fake in zip(discriminator_names(c), out.images, strict=True):
+            for name, fake in zip(self.discriminator_names(), out.images, strict=True):
                 disc = ctx.nets[name]
                 with ctx.autocast():
                     features = disc(fake)
-                    cond = disc.cond_logits(features, text.sentence).float()
-                    uncond = disc.uncond_logits(features).float() if c.unconditional_head else None
-                terms.append(generator_adversarial_loss(cond, uncond))
+                terms.append(stage_generator_term(disc, features, text.sentence, ctx, c.unconditional_head))
             loss_damsm = self.damsm(ctx, out.images[-1], text, batch) if c.damsm_lambda > 0 else terms[0].new_zeros(())
             mu, logvar = out.mu.float(), out.logvar.float()
             loss_g = generator_loss(terms, loss_damsm, mu, logvar, c.damsm_lambda, c.kl_weight)

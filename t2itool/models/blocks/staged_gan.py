@@ -19,6 +19,7 @@ from t2itool.encoders.features import TextFeatures
 from t2itool.encoders.losses import damsm_loss
 from t2itool.models.blocks.conditioning import kl_loss
 from t2itool.models.blocks.stage_discriminator import ConditionalLogits, StageImageEncoder, UnconditionalLogits
+from t2itool.models.recipe import GANRecipe, TextNeeds
 
 
 def bce_real(logits: torch.Tensor) -> torch.Tensor:
@@ -154,3 +155,79 @@ def damsm_term(
         class_ids=ctx.gather(batch.class_ids) if mask_same_class else None,
         gamma1=gammas[0], gamma2=gammas[1], gamma3=gammas[2],
     )  # fmt: skip
+
+
+def stage_discriminator_loss(
+    disc: Any,
+    real_features: torch.Tensor,
+    fake_features: torch.Tensor,
+    batch: Any,
+    ctx: Any,
+    real_sentence: torch.Tensor,
+    fake_sentence: torch.Tensor,
+    unconditional: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One stage discriminator's loss from its encoded real and fake images (code/miscc/losses.py
+    discriminator_loss): BCE of the conditional head on real, fake and the global batch's wrong pairs, plus the
+    unconditional head's real and fake terms when the stage has one. `disc` has `cond_logits` and `uncond_logits`;
+    returns (loss, real conditional logits, fake conditional logits)."""
+    with ctx.autocast():
+        real_cond = disc.cond_logits(real_features, real_sentence).float()
+        fake_cond = disc.cond_logits(fake_features, fake_sentence).float()
+    wrong, _ = wrong_pair_term(disc.cond_logits, real_features, batch, ctx, real_sentence)
+    real_uncond = fake_uncond = None
+    if unconditional:
+        with ctx.autocast():
+            real_uncond = bce_real(disc.uncond_logits(real_features).float())
+            fake_uncond = bce_fake(disc.uncond_logits(fake_features).float())
+    loss = combine_discriminator_terms(bce_real(real_cond), bce_fake(fake_cond), wrong, real_uncond, fake_uncond)
+    return loss, real_cond, fake_cond
+
+
+def stage_generator_term(
+    disc: Any, features: torch.Tensor, sentence: torch.Tensor, ctx: Any, unconditional: bool
+) -> torch.Tensor:
+    """One stage's generator term on the encoded fake images (code/miscc/losses.py generator_loss)."""
+    with ctx.autocast():
+        cond = disc.cond_logits(features, sentence).float()
+        uncond = disc.uncond_logits(features).float() if unconditional else None
+    return generator_adversarial_loss(cond, uncond)
+
+
+class StagedGANRecipe(GANRecipe):
+    """The AttnGAN family's recipe skeleton (code/trainer.py): a generator and one discriminator per stage side,
+    networks and optimizers named `generator` and d<side> (d64, d128, d256 at 256 px, smallest first), Adam for each
+    (TRAIN.GENERATOR_LR / DISCRIMINATOR_LR, betas from the config), DAMSM text features, EMA 0.999 of G (trainer.py
+    avg_param_G). The config has stage_sizes, text_dim, lr_g, lr_d, beta1, beta2, gamma1-3 and mask_same_class."""
+
+    needs_image_encoder = True  # the DAMSM loss on the final generated images
+    text_kinds = ("damsm",)  # the DAMSM loss needs the DAMSM text encoder's words and sentences
+    default_ema = 0.999
+
+    def discriminator_names(self) -> list[str]:
+        return [f"d{size}" for size in self.config.stage_sizes]
+
+    def image_sizes(self) -> tuple[int, ...]:
+        return tuple(self.config.stage_sizes)
+
+    def text_needs(self) -> TextNeeds:
+        return TextNeeds(sentence_dim=self.config.text_dim, word_dim=self.config.text_dim)
+
+    def build_optimizers(
+        self, nets: dict[str, nn.Module], text_encoder: nn.Module | None
+    ) -> dict[str, torch.optim.Optimizer]:
+        c = self.config
+        betas = (c.beta1, c.beta2)
+        optimizers = {"generator": torch.optim.Adam(nets["generator"].parameters(), lr=c.lr_g, betas=betas)}
+        for name in self.discriminator_names():
+            optimizers[name] = torch.optim.Adam(nets[name].parameters(), lr=c.lr_d, betas=betas)
+        return optimizers
+
+    def damsm(
+        self, ctx: Any, images: torch.Tensor, text: TextFeatures, batch: Any, mask_same_class: bool = True
+    ) -> torch.Tensor:
+        """Unweighted DAMSM loss L_w + L_s of `images` over the global batch with the config's gammas; same-class
+        masking when the config asks for it and `mask_same_class` (False where the batch lacks the images' classes)."""
+        c = self.config
+        masking = c.mask_same_class and mask_same_class
+        return damsm_term(ctx, images, text, batch, (c.gamma1, c.gamma2, c.gamma3), masking)

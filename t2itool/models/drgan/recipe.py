@@ -19,13 +19,10 @@ from torch import nn
 
 from t2itool.models.blocks.conditioning import kl_loss
 from t2itool.models.blocks.staged_gan import (
-    bce_fake,
-    bce_real,
-    combine_discriminator_terms,
-    damsm_term,
-    generator_adversarial_loss,
+    StagedGANRecipe,
     init_weights,
-    wrong_pair_term,
+    stage_discriminator_loss,
+    stage_generator_term,
 )
 from t2itool.models.context import StepContext
 from t2itool.models.drgan.config import DRGANConfig
@@ -38,11 +35,7 @@ from t2itool.models.drgan.losses import (
     semantic_disentangling_loss,
 )
 from t2itool.models.drgan.networks import build_generator
-from t2itool.models.recipe import Batch, GANRecipe, TextNeeds
-
-
-def discriminator_names(config: DRGANConfig) -> list[str]:
-    return [f"d{size}" for size in config.stage_sizes]
+from t2itool.models.recipe import Batch
 
 
 def build_discriminators(config: DRGANConfig) -> dict[str, DRGANDiscriminator]:
@@ -60,19 +53,11 @@ def _squared_sums(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.float() - b.float()).square().flatten(1).sum(dim=1)
 
 
-class DRGANRecipe(GANRecipe):
-    """Nets: generator, d<S/4>, d<S/2>, d<S>. Optimizers: generator and one per discriminator (same names)."""
+class DRGANRecipe(StagedGANRecipe):
+    """Nets: generator, d<S/4>, d<S/2>, d<S>. Optimizers: generator and one per discriminator (same names).
+    EMA 0.999 of G (trainer.py avg_param_G, saved as the generator)."""
 
     config: DRGANConfig
-    needs_image_encoder = True
-    text_kinds = ("damsm",)
-    default_ema = 0.999  # trainer.py avg_param_G, saved as the generator
-
-    def image_sizes(self) -> tuple[int, ...]:
-        return tuple(self.config.stage_sizes)
-
-    def text_needs(self) -> TextNeeds:
-        return TextNeeds(sentence_dim=self.config.text_dim, word_dim=self.config.text_dim)
 
     def build_networks(self) -> dict[str, nn.Module]:
         nets: dict[str, nn.Module] = {"generator": build_generator(self.config)}
@@ -80,16 +65,6 @@ class DRGANRecipe(GANRecipe):
         for net in nets.values():
             net.apply(init_weights)  # miscc/utils.py weights_init (AttnGAN's orthogonal init) on G and every D
         return nets
-
-    def build_optimizers(
-        self, nets: dict[str, nn.Module], text_encoder: nn.Module | None
-    ) -> dict[str, torch.optim.Optimizer]:
-        c = self.config
-        betas = (c.beta1, c.beta2)
-        optimizers = {"generator": torch.optim.Adam(nets["generator"].parameters(), lr=c.lr_g, betas=betas)}
-        for name in discriminator_names(c):
-            optimizers[name] = torch.optim.Adam(nets[name].parameters(), lr=c.lr_d, betas=betas)
-        return optimizers
 
     def global_frobenius(self, ctx: StepContext, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return frobenius(ctx.gather(_squared_sums(a, b), grad=True))
@@ -108,23 +83,18 @@ class DRGANRecipe(GANRecipe):
         stats: dict[str, torch.Tensor | float] = {}
 
         loss_d_total = 0.0
-        for name, real, fake in zip(discriminator_names(c), batch.images, out.images, strict=True):
+        for name, real, fake in zip(self.discriminator_names(), batch.images, out.images, strict=True):
             disc = ctx.nets[name]
             with ctx.update(name) as phase:
                 fake = fake.detach()
                 with ctx.autocast():
                     real_enc, fake_enc = disc(real), disc(fake)
-                    real_cond = disc.cond_logits(real_enc.features, text.sentence).float()
-                    fake_cond = disc.cond_logits(fake_enc.features, text.sentence).float()
                     rec_real, mu_r, logvar_r = disc.reconstruct(real_enc, text.sentence, eps_text, eps_image)
                     rec_fake, mu_f, logvar_f = disc.reconstruct(fake_enc, text.sentence, eps_text, eps_image)
-                wrong, _ = wrong_pair_term(disc.cond_logits, real_enc.features, batch, ctx, text.sentence)
-                real_u = fake_u = None
-                if c.unconditional_head:
-                    with ctx.autocast():
-                        real_u = bce_real(disc.uncond_logits(real_enc.features).float())
-                        fake_u = bce_fake(disc.uncond_logits(fake_enc.features).float())
-                loss_bce = combine_discriminator_terms(bce_real(real_cond), bce_fake(fake_cond), wrong, real_u, fake_u)
+                loss_bce, real_cond, fake_cond = stage_discriminator_loss(
+                    disc, real_enc.features, fake_enc.features, batch, ctx, text.sentence, text.sentence,
+                    c.unconditional_head,
+                )  # fmt: skip
                 # miscc/losses.py: the fake resized (bilinear) to the first stage's side; the real of that side.
                 resized = F.interpolate(fake.float(), size=(first, first), mode="bilinear", align_corners=False)
                 loss_dnm = dnm_discriminator_terms(
@@ -142,14 +112,13 @@ class DRGANRecipe(GANRecipe):
 
         with ctx.update("generator") as phase:
             terms, dal = [], []
-            for name, fake, weight in zip(discriminator_names(c), out.images, c.dal_weights, strict=True):
+            for name, fake, weight in zip(self.discriminator_names(), out.images, c.dal_weights, strict=True):
                 disc = ctx.nets[name]
                 with ctx.autocast():
                     enc = disc(fake)
-                    cond = disc.cond_logits(enc.features, text.sentence).float()
-                    uncond = disc.uncond_logits(enc.features).float() if c.unconditional_head else None
+                terms.append(stage_generator_term(disc, enc.features, text.sentence, ctx, c.unconditional_head))
+                with ctx.autocast():
                     rec, _, _ = disc.reconstruct(enc, text.sentence, eps_text, eps_image)
-                terms.append(generator_adversarial_loss(cond, uncond))
                 dal.append(weight * self.global_frobenius(ctx, rec, real_first))
             sdl, rirm, sides = [], [], []
             for stage, parts in enumerate(out.parts):
@@ -162,11 +131,7 @@ class DRGANRecipe(GANRecipe):
                 rirm.append(rirm_loss(ctx.gather(_squared_sums(reconstruction, real), grad=True), side))
                 sides.append(side)
             internal = generator_internal_term(sdl, sides, rirm, c.sdl_base, c.rirm_weight)
-            loss_damsm = (
-                damsm_term(ctx, out.images[-1], text, batch, (c.gamma1, c.gamma2, c.gamma3), c.mask_same_class)
-                if c.damsm_lambda > 0
-                else terms[0].new_zeros(())
-            )
+            loss_damsm = self.damsm(ctx, out.images[-1], text, batch) if c.damsm_lambda > 0 else terms[0].new_zeros(())
             loss_kl = kl_loss(out.mu.float(), out.logvar.float())
             loss_g = sum(terms[1:], terms[0]) + c.damsm_lambda * loss_damsm + c.kl_weight * loss_kl
             loss_g = loss_g + internal + sum(dal)

@@ -20,24 +20,17 @@ from torch import nn
 from t2itool.encoders.features import TextFeatures
 from t2itool.models.blocks.conditioning import kl_loss
 from t2itool.models.blocks.staged_gan import (
+    StagedGANRecipe,
     StageDiscriminator,
-    bce_fake,
-    bce_real,
-    combine_discriminator_terms,
-    damsm_term,
-    generator_adversarial_loss,
     init_weights,
-    wrong_pair_term,
+    stage_discriminator_loss,
+    stage_generator_term,
 )
 from t2itool.models.context import StepContext
-from t2itool.models.recipe import Batch, GANRecipe, TextNeeds
+from t2itool.models.recipe import Batch
 from t2itool.models.sdgan.config import SDGANConfig
 from t2itool.models.sdgan.losses import branch_features, contrastive_loss
 from t2itool.models.sdgan.networks import SentenceSCBN, WordSCBN, build_generator
-
-
-def discriminator_names(config: SDGANConfig) -> list[str]:
-    return [f"d{size}" for size in config.stage_sizes]
 
 
 def build_discriminators(config: SDGANConfig) -> dict[str, StageDiscriminator]:
@@ -81,19 +74,11 @@ def concat_text(first: TextFeatures, second: TextFeatures) -> TextFeatures:
     )  # fmt: skip
 
 
-class SDGANRecipe(GANRecipe):
-    """Nets: generator, d<S/4>, d<S/2>, d<S>. Optimizers: generator and one per discriminator (same names)."""
+class SDGANRecipe(StagedGANRecipe):
+    """Nets: generator, d<S/4>, d<S/2>, d<S>. Optimizers: generator and one per discriminator (same names).
+    EMA 0.999 of G as AttnGAN's (SD-GAN gives none)."""
 
     config: SDGANConfig
-    needs_image_encoder = True
-    text_kinds = ("damsm",)
-    default_ema = 0.999  # AttnGAN's generator average (SD-GAN gives none)
-
-    def image_sizes(self) -> tuple[int, ...]:
-        return tuple(self.config.stage_sizes)
-
-    def text_needs(self) -> TextNeeds:
-        return TextNeeds(sentence_dim=self.config.text_dim, word_dim=self.config.text_dim)
 
     def pair_same_probability(self) -> float | None:
         return float(self.config.pair_same_probability)
@@ -105,22 +90,6 @@ class SDGANRecipe(GANRecipe):
             net.apply(init_weights)  # AttnGAN's code/miscc/utils.py weights_init on G and every D
         zero_condition_outputs(nets["generator"])
         return nets
-
-    def build_optimizers(
-        self, nets: dict[str, nn.Module], text_encoder: nn.Module | None
-    ) -> dict[str, torch.optim.Optimizer]:
-        c = self.config
-        betas = (c.beta1, c.beta2)
-        optimizers = {"generator": torch.optim.Adam(nets["generator"].parameters(), lr=c.lr_g, betas=betas)}
-        for name in discriminator_names(c):
-            optimizers[name] = torch.optim.Adam(nets[name].parameters(), lr=c.lr_d, betas=betas)
-        return optimizers
-
-    def damsm(
-        self, ctx: StepContext, images: torch.Tensor, text: TextFeatures, batch: Batch, classes: bool
-    ) -> torch.Tensor:
-        c = self.config
-        return damsm_term(ctx, images, text, batch, (c.gamma1, c.gamma2, c.gamma3), c.mask_same_class and classes)
 
     def train_step(self, batch: Batch, ctx: StepContext) -> dict[str, torch.Tensor | float]:
         c = self.config
@@ -135,24 +104,14 @@ class SDGANRecipe(GANRecipe):
         stats: dict[str, torch.Tensor | float] = {}
 
         loss_d_total = 0.0
-        for name, real, fake in zip(discriminator_names(c), batch.images, out.images, strict=True):
+        for name, real, fake in zip(self.discriminator_names(), batch.images, out.images, strict=True):
             disc = ctx.nets[name]
             with ctx.update(name) as phase:
                 with ctx.autocast():
-                    real_features = disc(real)
-                    fake_features = disc(fake.detach())
-                    real_cond = disc.cond_logits(real_features, text1.sentence).float()
-                    fake_cond = disc.cond_logits(fake_features, both.sentence).float()
-                wrong, _ = wrong_pair_term(disc.cond_logits, real_features, batch, ctx, text1.sentence)
-                if c.unconditional_head:
-                    with ctx.autocast():
-                        real_uncond = disc.uncond_logits(real_features).float()
-                        fake_uncond = disc.uncond_logits(fake_features).float()
-                    loss_d = combine_discriminator_terms(
-                        bce_real(real_cond), bce_fake(fake_cond), wrong, bce_real(real_uncond), bce_fake(fake_uncond)
-                    )
-                else:
-                    loss_d = combine_discriminator_terms(bce_real(real_cond), bce_fake(fake_cond), wrong)
+                    real_features, fake_features = disc(real), disc(fake.detach())
+                loss_d, real_cond, fake_cond = stage_discriminator_loss(
+                    disc, real_features, fake_features, batch, ctx, text1.sentence, both.sentence, c.unconditional_head
+                )
                 phase.backward(loss_d, f"loss_{name}")
             stats[f"loss_{name}"] = loss_d.detach()
             stats[f"logit_real_{name}"] = real_cond.detach().mean()
@@ -161,13 +120,11 @@ class SDGANRecipe(GANRecipe):
 
         with ctx.update("generator") as phase:
             terms, siamese = [], None
-            for index, (name, fake) in enumerate(zip(discriminator_names(c), out.images, strict=True)):
+            for index, (name, fake) in enumerate(zip(self.discriminator_names(), out.images, strict=True)):
                 disc = ctx.nets[name]
                 with ctx.autocast():
                     features = disc(fake)
-                    cond = disc.cond_logits(features, both.sentence).float()
-                    uncond = disc.uncond_logits(features).float() if c.unconditional_head else None
-                terms.append(generator_adversarial_loss(cond, uncond))
+                terms.append(stage_generator_term(disc, features, both.sentence, ctx, c.unconditional_head))
                 if index == c.contrastive_stage - 1:
                     siamese = branch_features(features, c.contrastive_normalize)
             assert siamese is not None
