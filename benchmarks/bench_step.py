@@ -4,7 +4,10 @@ side by side in one process (alternating rounds, so load changes hit both), on t
 The plain step is what the official repositories do: fp32, contiguous tensors, `torch.optim.Adam` with its defaults,
 no compile, the official order (DF-GAN 2022 code/src/train.py: D on real / mismatched / fake pairs + MA-GP in one
 backward, D step, then G step; SSA-GAN wtliao/text2image main.py: D hinge step, MA-GP step, G step with the DAMSM loss
-through the image encoder). It also reports the share of the plain step spent in each phase.
+through the image encoder; AttnGAN taoxugit/AttnGAN code/trainer.py: one update per stage discriminator in turn, then
+G on every stage's terms, the DAMSM loss and KL). It also reports the share of the plain step spent in each phase.
+Every registered model runs on t2itool's path (`--models sdgan,drgan,...`); those without a plain step print their
+ms/step alone. Neither path includes the generator EMA (an O(parameters) update after the step).
 
     python benchmarks/bench_step.py [--models dfgan,dfgan-ssacn] [--image-size 64 --batch-size 16 --width 32]
     python benchmarks/bench_step.py --sweep          # ms/step over batch sizes and 64/128/256 px
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import statistics
 import sys
 import time
@@ -35,7 +39,12 @@ from t2itool.training.config import parse_overrides
 from t2itool.training.speed import StepSettings, default_settings, prepare_step
 from t2itool.training.stats import StatsCollector
 
-PLAIN_MODELS = ("dfgan", "dfgan-ssacn")
+PLAIN_MODELS = ("dfgan", "dfgan-ssacn", "attngan")
+DEFAULT_MODELS = ("dfgan", "dfgan-ssacn")
+# Base widths set to --width for whichever of these a model's config has; XMC-GAN's frozen ImageNet network is off
+# (its weight file is a download).
+WIDTH_KEYS = ("ngf", "ndf", "gf_dim", "df_dim")
+FIXED_VALUES = {"image_encoder": "none"}
 
 
 @dataclass
@@ -69,24 +78,34 @@ def make_setup(args: argparse.Namespace, image_size: int, batch_size: int) -> Se
         load_backbone(image_encoder, "random")
     setup.image_encoder = image_encoder.to(device).eval().requires_grad_(False)
     setup.text_encoder = TextEncoder(setup.vocab_size).to(device).eval().requires_grad_(False)
+    return setup
+
+
+def make_batch(setup: Setup, image_sizes: tuple[int, ...]) -> Batch:
+    """One synthetic batch with images at every size the model trains on, and a second caption per sample (SD-GAN's
+    pairs; ignored by the others)."""
     g = torch.Generator().manual_seed(0)
-    b, t = batch_size, 18
+    b, t = setup.batch_size, 18
     tokens = torch.randint(1, setup.vocab_size, (b, t), generator=g)
-    setup.batch = Batch(
-        images=[torch.rand(b, 3, image_size, image_size, generator=g) * 2 - 1], tokens=tokens,
+    return Batch(
+        images=[torch.rand(b, 3, size, size, generator=g) * 2 - 1 for size in image_sizes], tokens=tokens,
         lengths=torch.full((b,), t), class_ids=torch.arange(b), indices=torch.arange(b),
         caption_indices=torch.arange(b), positions=torch.arange(b), global_size=b,
-    ).to(device)  # fmt: skip
-    return setup
+        tokens2=tokens.flip(0), lengths2=torch.full((b,), t), pair_label=torch.arange(b) % 2,
+    ).to(setup.device)  # fmt: skip
 
 
 def build(name: str, setup: Setup) -> tuple[object, dict[str, nn.Module]]:
     spec = get_model(name)
-    values = {"image_size": setup.image_size, "ngf": setup.width, "ndf": setup.width}
+    fields = {f.name for f in dataclasses.fields(spec.config_cls)}
+    values = {"image_size": setup.image_size, **dict.fromkeys(WIDTH_KEYS, setup.width), **FIXED_VALUES}
+    values = {key: value for key, value in values.items() if key in fields}
     config = spec.make_config(None, parse_overrides(spec.config_cls, values, "--set"))
     recipe = spec.recipe_cls(config)
     torch.manual_seed(0)
     nets = {key: net.to(setup.device).train() for key, net in recipe.build_networks().items()}
+    if setup.batch is None or [im.shape[-1] for im in setup.batch.images] != list(recipe.image_sizes()):
+        setup.batch = make_batch(setup, tuple(recipe.image_sizes()))
     return recipe, nets
 
 
@@ -119,6 +138,14 @@ def default_step(name: str, setup: Setup, settings: StepSettings) -> Callable[[i
 
 
 # --- the plain step (official order) ------------------------------------------------------------------------------
+def mark_phase(setup: Setup, label: str, since: float) -> float:
+    """Record the time since `since` under `label` (device synchronised) and return now."""
+    sync(setup.device)
+    now = time.perf_counter()
+    setup.marks.setdefault(label, []).append(now - since)
+    return now
+
+
 def magp(logits: torch.Tensor, inputs: tuple[torch.Tensor, torch.Tensor], weight: float, power: float) -> torch.Tensor:
     """DF-GAN code/lib/modules.py MA_GP: 2 * mean(||(dC/dx, dC/ds)||_2 ^ 6), create_graph for the D backward."""
     grads = torch.autograd.grad(
@@ -130,19 +157,17 @@ def magp(logits: torch.Tensor, inputs: tuple[torch.Tensor, torch.Tensor], weight
 
 def plain_step(name: str, setup: Setup, gp: bool = True, damsm: bool = True) -> Callable[[int], None]:
     """The official step with the same networks; `gp` / `damsm` False drop that term (for the phase shares)."""
+    if name == "attngan":
+        return plain_attngan_step(setup, damsm)
     recipe, nets = build(name, setup)
     c = recipe.config
     generator, disc, head = nets["generator"], nets["discriminator"], nets["head"]
     opt_g = torch.optim.Adam(generator.parameters(), lr=c.lr_g, betas=(c.beta1, c.beta2))
     opt_d = torch.optim.Adam(list(disc.parameters()) + list(head.parameters()), lr=c.lr_d, betas=(c.beta1, c.beta2))
     device, b = setup.device, setup.batch_size
-    marks = setup.marks
 
     def mark(label: str, since: float) -> float:
-        sync(device)
-        now = time.perf_counter()
-        marks.setdefault(label, []).append(now - since)
-        return now
+        return mark_phase(setup, label, since)
 
     def step_dfgan(_: int) -> None:
         start = time.perf_counter()
@@ -216,6 +241,66 @@ def plain_step(name: str, setup: Setup, gp: bool = True, damsm: bool = True) -> 
     return step_dfgan if name == "dfgan" else step_ssacn
 
 
+def plain_attngan_step(setup: Setup, damsm: bool = True) -> Callable[[int], None]:
+    """AttnGAN's code/trainer.py step with t2itool's networks: each D_i zero_grad / backward / step in turn on
+    (uncond_real + cond_real) / 2 + (uncond_fake + cond_fake + cond_wrong) / 3 (code/miscc/losses.py
+    discriminator_loss), then G on every stage's BCE terms + lambda * DAMSM of the last image + KL, with a plain
+    backward that also fills the discriminators' gradients, as the code's does. BCE on logits (the code's heads end
+    in a sigmoid and use nn.BCELoss: the same value)."""
+    recipe, nets = build("attngan", setup)
+    c = recipe.config
+    betas = (c.beta1, c.beta2)
+    generator = nets["generator"]
+    names = [name for name in nets if name != "generator"]
+    opt_g = torch.optim.Adam(generator.parameters(), lr=c.lr_g, betas=betas)
+    opt_d = {name: torch.optim.Adam(nets[name].parameters(), lr=c.lr_d, betas=betas) for name in names}
+    device, b = setup.device, setup.batch_size
+
+    def bce(logits: torch.Tensor, label: float) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, label))
+
+    def step(_: int) -> None:
+        start = time.perf_counter()
+        batch = setup.batch
+        with torch.no_grad():
+            words, sent = setup.text_encoder(batch.tokens, batch.lengths)
+        mask = (batch.tokens == 0)[:, : words.shape[2]]
+        z = torch.randn(b, c.z_dim, device=device)
+        eps = torch.randn(b, c.cond_dim, device=device)
+        out = generator(z, eps, sent, words, mask)
+        now = mark_phase(setup, "G forward", start)
+        for name, real, fake in zip(names, batch.images, out.images, strict=True):
+            disc = nets[name]
+            disc.zero_grad()
+            real_features, fake_features = disc(real), disc(fake.detach())
+            cond_real = bce(disc.cond_logits(real_features, sent), 1.0)
+            cond_fake = bce(disc.cond_logits(fake_features, sent), 0.0)
+            cond_wrong = bce(disc.cond_logits(real_features[: b - 1], sent[1:b]), 0.0)
+            real_uncond = bce(disc.uncond_logits(real_features), 1.0)
+            fake_uncond = bce(disc.uncond_logits(fake_features), 0.0)
+            err_d = (real_uncond + cond_real) / 2.0 + (fake_uncond + cond_fake + cond_wrong) / 3.0
+            err_d.backward()
+            opt_d[name].step()
+        now = mark_phase(setup, "D updates", now)
+        generator.zero_grad()
+        err_g = torch.zeros((), device=device)
+        for name, fake in zip(names, out.images, strict=True):
+            features = nets[name](fake)
+            err_g = (
+                err_g + bce(nets[name].cond_logits(features, sent), 1.0) + bce(nets[name].uncond_logits(features), 1.0)
+            )
+        if damsm:
+            regions, code = setup.image_encoder(out.images[-1])
+            w_loss = word_loss(regions, words, batch.lengths, batch.class_ids, c.gamma1, c.gamma2, c.gamma3)
+            err_g = err_g + c.damsm_lambda * (w_loss + sentence_loss(code, sent, batch.class_ids, c.gamma3))
+        kl = 0.5 * torch.mean(out.mu.pow(2) + out.logvar.exp() - 1 - out.logvar)
+        (err_g + kl).backward()
+        opt_g.step()
+        mark_phase(setup, "G update (with DAMSM)", now)
+
+    return step
+
+
 # --- timing -------------------------------------------------------------------------------------------------------
 def time_rounds(steps: dict[str, Callable[[int], None]], args: argparse.Namespace, device: torch.device) -> dict:
     """Median ms/step of each variant over `rounds` alternating rounds of `steps_per_round` steps (after warm-up)."""
@@ -245,10 +330,10 @@ def compare(name: str, args: argparse.Namespace, image_size: int, batch_size: in
         steps[f"t2itool {extra}"] = default_step(name, setup, settings.with_options(extra))
     if name in PLAIN_MODELS:
         steps["plain"] = plain_step(name, setup)
-        if shares:
+        if shares and name.startswith("dfgan"):
             steps["plain without MA-GP"] = plain_step(name, setup, gp=False)
-            if name == "dfgan-ssacn":
-                steps["plain without DAMSM"] = plain_step(name, setup, damsm=False)
+        if shares and name in ("dfgan-ssacn", "attngan"):
+            steps["plain without DAMSM"] = plain_step(name, setup, damsm=False)
     setup.marks.clear()
     result = time_rounds(steps, args, setup.device)
     result["marks"] = {label: 1000 * statistics.median(values) for label, values in setup.marks.items()}
@@ -284,7 +369,11 @@ def print_comparison(name: str, result: dict, args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=",".join(PLAIN_MODELS), help="comma-separated registered models")
+    parser.add_argument(
+        "--models",
+        default=",".join(DEFAULT_MODELS),
+        help=f"comma-separated registered models (plain baselines: {', '.join(PLAIN_MODELS)})",
+    )
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--width", type=int, default=32, help="ngf = ndf")

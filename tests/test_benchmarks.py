@@ -1,0 +1,29 @@
+"""The benchmark scripts run: `benchmarks/bench_step.py` times every registered model on t2itool's path, and the
+models with a plain official-order step beside it, at a tiny size (figures are not checked: tests never assert on
+time)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from t2itool.models.registry import get_model, list_models
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_step_times_every_model_and_the_plain_baselines() -> None:
+    models = [m for m in list_models() if get_model(m).recipe_cls.__module__.startswith("t2itool.")]  # no plugins
+    args = [sys.executable, str(ROOT / "benchmarks" / "bench_step.py"), "--models", ",".join(models), "--threads", "1"]
+    args += ["--image-size", "32", "--batch-size", "2", "--width", "4", "--rounds", "1", "--steps", "1"]
+    args += ["--warmup", "0"]
+    result = subprocess.run(args, capture_output=True, text=True, check=False, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for model in models:
+        line = next((x for x in result.stdout.splitlines() if x.startswith(f"{model}: t2itool ")), None)
+        assert line is not None, result.stdout
+        has_ratio = re.search(r"plain [\d.]+ ms/step; ratio [\d.]+x", line) is not None
+        assert has_ratio == (model in ("dfgan", "dfgan-ssacn", "attngan")), line
+    assert "of which DAMSM" in result.stdout and "of which MA-GP" in result.stdout
