@@ -338,14 +338,15 @@ def test_odd_sub_batches_are_refused_in_one_line(shapes_h5: str, damsm_ckpt: str
 
 # --- learning -----------------------------------------------------------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="not yet shown: 150 steps at 32 px gave 13.8% colour agreement against a chance of 13.1% (issue 13 open)",
-    strict=False,
-)
 def test_xmcgan_learns_the_colours_of_its_captions(learning_data, tmp_path: Path) -> None:
+    """Test settings, for a CPU budget: no EMA (at decay 0.999 a 150-step average still weighs the initial generator
+    0.999^150 = 86%; with it 150 steps gave 13.8% against a chance of 13.1%), small widths (gf 4, df 8, z 32: the
+    16 gf, 128 z generator costs about 3 times as much per step and learns more slowly per step) and lr_g=4e-4, the
+    discriminator's rate (the small-data setting of docs/training.md; at the paper's 1e-4 it reached 36.8%)."""
     from learning import colour_agreement
 
-    colour = colour_agreement("xmcgan", learning_data, tmp_path, steps=150, image_size=32, batch_size=32,
-                              sets={"gf_dim": "16", "df_dim": "16", "image_encoder": "none"})  # fmt: skip
+    colour = colour_agreement("xmcgan", learning_data, tmp_path, steps=150, image_size=32, batch_size=32, ema=0,
+                              sets={"gf_dim": "4", "df_dim": "8", "z_dim": "32", "lr_g": "4e-4",
+                                    "image_encoder": "none"})  # fmt: skip
     print(f"xmcgan colour agreement {colour['value']:.3f}, chance {colour['chance']:.3f}")  # shown with pytest -s
     assert colour["value"] > 2.0 * colour["chance"], colour
