@@ -118,5 +118,6 @@ def test_drgan_with_the_demo_settings_learns_the_colours_of_its_captions(learnin
         ema=demo.ema, sets={"gf_dim": str(demo.width), "df_dim": str(demo.width),
                             "damsm_lambda": str(demo.damsm_lambda), "lr_g": str(demo.lr_g)},
     )  # fmt: skip
-    # The demo's settings for 150 of its 500 steps; measured 75.7% after 125 steps (README), chance 13.1%.
-    assert colour["value"] > 4.0 * colour["chance"], colour
+    # The demo's settings for 150 of its 500 steps (chance 13.1%): 55.5% in this test's setup (3 DAMSM epochs, 2
+    # threads), 75.7% after 125 steps in the demo's (README); colour moves by up to 15 points between nearby steps.
+    assert colour["value"] > 3.5 * colour["chance"], colour
