@@ -1,5 +1,6 @@
-"""The demo: its commands and folder handling, and the project's proof that conditioning works: dfgan-ssacn trained
-briefly on the shapes data draws the colour its held-out captions ask for far more often than chance."""
+"""The demo: its commands and folder handling, and the project's proof that conditioning works: drgan trained
+briefly with the demo's settings on the shapes data draws the colour its held-out captions ask for far more often
+than chance."""
 
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def test_printed_commands_are_valid_invocations(tmp_path: Path) -> None:
         params = _parse(shlex.split(printed)[1:])  # what a user pasting the printed line would run
         assert params, stage.name
     train = _parse(stages(settings)[2].args)
-    assert train["model"] == "dfgan-ssacn" and train["steps"] == settings.train_steps
+    assert train["model"] == "drgan" and train["steps"] == settings.train_steps and train["ema"] == 0
     assert train["image_size"] == settings.image_size and train["batch_size"] == settings.batch_size
     with pytest.raises(Exception, match="no-such-flag"):
         _parse(["train", "dfgan-ssacn", "--no-such-flag", "1"])
@@ -108,10 +109,15 @@ def test_quick_demo_runs_every_stage(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_dfgan_ssacn_learns_the_colours_of_its_captions(learning_data, tmp_path: Path) -> None:
+def test_drgan_with_the_demo_settings_learns_the_colours_of_its_captions(learning_data, tmp_path: Path) -> None:
     from learning import colour_agreement
 
-    colour = colour_agreement("dfgan-ssacn", learning_data, tmp_path, steps=150, image_size=32, batch_size=32,
-                              sets={"ngf": "32", "ndf": "32", "lr_g": "4e-4"})  # fmt: skip
-    # The demo's settings (lr_g = lr_d): 100 steps already give 3.7x chance (48.6%, README); 150 must beat 3x.
-    assert colour["value"] > 3.0 * colour["chance"], colour
+    demo = DemoSettings()
+    colour = colour_agreement(
+        "drgan", learning_data, tmp_path, steps=150, image_size=demo.image_size, batch_size=demo.batch_size,
+        ema=demo.ema, sets={"gf_dim": str(demo.width), "df_dim": str(demo.width),
+                            "damsm_lambda": str(demo.damsm_lambda), "lr_g": str(demo.lr_g)},
+    )  # fmt: skip
+    # The demo's settings for 150 of its 500 steps (chance 13.1%): 55.5% in this test's setup (3 DAMSM epochs, 2
+    # threads), 75.7% after 125 steps in the demo's (README); colour moves by up to 15 points between nearby steps.
+    assert colour["value"] > 3.5 * colour["chance"], colour

@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
     def demo_command(
         out_dir: Path = typer.Option(Path("demo-run"), "--out", help="Folder for every file the demo writes."),
         device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-        steps: int | None = typer.Option(None, "--steps", help="Training steps (default: 250)."),
+        steps: int | None = typer.Option(None, "--steps", help="Training steps (default: 500)."),
         quick: bool = typer.Option(False, "--quick", help="A one-minute smoke run (too short to learn)."),
         inception_weights: Path | None = typer.Option(
             None,
@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
             help="TF-Inception weights: adds FID and IS to the report (default: none, no FID/IS).",
         ),
     ) -> None:
-        """The whole pipeline on the shapes data: prep, pretrain-damsm, train dfgan-ssacn, sample, score."""
+        """The whole pipeline on the shapes data: prep, pretrain-damsm, train drgan, sample, score."""
         from t2itool.demo import DemoSettings, format_report, run_demo
 
         settings = DemoSettings.quick(out_dir) if quick else DemoSettings(out=out_dir)
