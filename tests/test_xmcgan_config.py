@@ -47,8 +47,8 @@ def test_values_are_checked_and_floats_coerced() -> None:
 def test_presets_are_valid_configs() -> None:
     assert set(PRESETS) == set(TRAIN_PRESETS) == {"coco", "birds"}
     assert PRESETS["coco"]["image_size"] == 128
-    # 56 images per discriminator step (the code's batch_size), two sub-batches per step
-    assert TRAIN_PRESETS["coco"]["batch_size"] == 2 * 56
+    # 56 images per discriminator step (the code's global batch_size), two sub-batches per step, over all processes
+    assert TRAIN_PRESETS["coco"]["global_batch"] == 2 * 56
     for values in PRESETS.values():
         XMCGANConfig(**values)
 
