@@ -32,6 +32,13 @@ from torch import nn
 
 from t2itool.encoders import ImageEncoder, TextEncoder, load_backbone
 from t2itool.encoders.losses import sentence_loss, word_loss
+from t2itool.models.blocks.conditioning import kl_loss
+from t2itool.models.blocks.staged_gan import (
+    bce_fake,
+    bce_real,
+    combine_discriminator_terms,
+    generator_adversarial_loss,
+)
 from t2itool.models.context import StepContext
 from t2itool.models.recipe import Batch
 from t2itool.models.registry import get_model
@@ -166,9 +173,6 @@ def plain_step(name: str, setup: Setup, gp: bool = True, damsm: bool = True) -> 
     opt_d = torch.optim.Adam(list(disc.parameters()) + list(head.parameters()), lr=c.lr_d, betas=(c.beta1, c.beta2))
     device, b = setup.device, setup.batch_size
 
-    def mark(label: str, since: float) -> float:
-        return mark_phase(setup, label, since)
-
     def step_dfgan(_: int) -> None:
         start = time.perf_counter()
         batch = setup.batch
@@ -178,7 +182,7 @@ def plain_step(name: str, setup: Setup, gp: bool = True, damsm: bool = True) -> 
         sent = sent.detach().requires_grad_()
         noise = torch.randn(b, c.noise_dim, device=device)
         fake = generator(noise, sent)
-        now = mark("G forward", start)
+        now = mark_phase(setup, "G forward", start)
         real_features = disc(imgs)
         pred_real = head(real_features, sent)
         err_real = F.relu(1.0 - pred_real).mean()
@@ -191,12 +195,12 @@ def plain_step(name: str, setup: Setup, gp: bool = True, damsm: bool = True) -> 
         opt_d.zero_grad()
         err_d.backward()
         opt_d.step()
-        now = mark("D update (with MA-GP)", now)
+        now = mark_phase(setup, "D update (with MA-GP)", now)
         err_g = -head(disc(fake), sent).mean()
         opt_g.zero_grad()
         err_g.backward()
         opt_g.step()
-        mark("G update", now)
+        mark_phase(setup, "G update", now)
 
     def step_ssacn(_: int) -> None:
         start = time.perf_counter()
@@ -206,7 +210,7 @@ def plain_step(name: str, setup: Setup, gp: bool = True, damsm: bool = True) -> 
         imgs = batch.images[-1]
         noise = torch.randn(b, c.noise_dim, device=device)
         fake, _ = generator(noise, sent)
-        now = mark("G forward", start)
+        now = mark_phase(setup, "G forward", start)
         real_features = disc(imgs)
         err_real = F.relu(1.0 - head(real_features, sent)).mean()
         err_mis = F.relu(1.0 + head(real_features[: b - 1], sent[1:b])).mean()
@@ -216,7 +220,7 @@ def plain_step(name: str, setup: Setup, gp: bool = True, damsm: bool = True) -> 
         opt_g.zero_grad()
         err_d.backward()
         opt_d.step()
-        now = mark("D update", now)
+        now = mark_phase(setup, "D update", now)
         if gp:
             interpolated = imgs.data.requires_grad_()
             sent_inter = sent.data.requires_grad_()
@@ -225,7 +229,7 @@ def plain_step(name: str, setup: Setup, gp: bool = True, damsm: bool = True) -> 
             opt_d.zero_grad()
             d_loss.backward()
             opt_d.step()
-            now = mark("MA-GP update", now)
+            now = mark_phase(setup, "MA-GP update", now)
         err_g = -head(disc(fake), sent).mean()
         if damsm:
             regions, code = setup.image_encoder(fake)
@@ -236,7 +240,7 @@ def plain_step(name: str, setup: Setup, gp: bool = True, damsm: bool = True) -> 
         opt_d.zero_grad()
         err_g.backward()
         opt_g.step()
-        mark("G update (with DAMSM)", now)
+        mark_phase(setup, "G update (with DAMSM)", now)
 
     return step_dfgan if name == "dfgan" else step_ssacn
 
@@ -256,9 +260,6 @@ def plain_attngan_step(setup: Setup, damsm: bool = True) -> Callable[[int], None
     opt_d = {name: torch.optim.Adam(nets[name].parameters(), lr=c.lr_d, betas=betas) for name in names}
     device, b = setup.device, setup.batch_size
 
-    def bce(logits: torch.Tensor, label: float) -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, label))
-
     def step(_: int) -> None:
         start = time.perf_counter()
         batch = setup.batch
@@ -273,12 +274,13 @@ def plain_attngan_step(setup: Setup, damsm: bool = True) -> Callable[[int], None
             disc = nets[name]
             disc.zero_grad()
             real_features, fake_features = disc(real), disc(fake.detach())
-            cond_real = bce(disc.cond_logits(real_features, sent), 1.0)
-            cond_fake = bce(disc.cond_logits(fake_features, sent), 0.0)
-            cond_wrong = bce(disc.cond_logits(real_features[: b - 1], sent[1:b]), 0.0)
-            real_uncond = bce(disc.uncond_logits(real_features), 1.0)
-            fake_uncond = bce(disc.uncond_logits(fake_features), 0.0)
-            err_d = (real_uncond + cond_real) / 2.0 + (fake_uncond + cond_fake + cond_wrong) / 3.0
+            err_d = combine_discriminator_terms(
+                bce_real(disc.cond_logits(real_features, sent)),
+                bce_fake(disc.cond_logits(fake_features, sent)),
+                bce_fake(disc.cond_logits(real_features[: b - 1], sent[1:b])),  # the code's wrong pairs, local
+                bce_real(disc.uncond_logits(real_features)),
+                bce_fake(disc.uncond_logits(fake_features)),
+            )
             err_d.backward()
             opt_d[name].step()
         now = mark_phase(setup, "D updates", now)
@@ -286,15 +288,14 @@ def plain_attngan_step(setup: Setup, damsm: bool = True) -> Callable[[int], None
         err_g = torch.zeros((), device=device)
         for name, fake in zip(names, out.images, strict=True):
             features = nets[name](fake)
-            err_g = (
-                err_g + bce(nets[name].cond_logits(features, sent), 1.0) + bce(nets[name].uncond_logits(features), 1.0)
+            err_g = err_g + generator_adversarial_loss(
+                nets[name].cond_logits(features, sent), nets[name].uncond_logits(features)
             )
         if damsm:
             regions, code = setup.image_encoder(out.images[-1])
             w_loss = word_loss(regions, words, batch.lengths, batch.class_ids, c.gamma1, c.gamma2, c.gamma3)
             err_g = err_g + c.damsm_lambda * (w_loss + sentence_loss(code, sent, batch.class_ids, c.gamma3))
-        kl = 0.5 * torch.mean(out.mu.pow(2) + out.logvar.exp() - 1 - out.logvar)
-        (err_g + kl).backward()
+        (err_g + kl_loss(out.mu, out.logvar)).backward()
         opt_g.step()
         mark_phase(setup, "G update (with DAMSM)", now)
 
@@ -376,7 +377,7 @@ def main() -> None:
     )
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--width", type=int, default=32, help="ngf = ndf")
+    parser.add_argument("--width", type=int, default=32, help="base widths: ngf = ndf, or gf_dim = df_dim")
     parser.add_argument("--encoder-image-size", type=int, default=80, help="DAMSM image encoder input (official 299)")
     parser.add_argument("--steps", type=int, default=2, help="steps per round")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
