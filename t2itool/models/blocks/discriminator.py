@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from t2itool.models.blocks.penalty_conv import PenaltyConv2d
+
 
 class DownBlock(nn.Module):
     """Residual discriminator block that halves the resolution (DF-GAN's D_Block, 2020 and 2022 code).
@@ -16,17 +18,18 @@ class DownBlock(nn.Module):
     shortcut = conv1x1 (with bias, only when in_channels != out_channels) -> avg_pool 2
     out = shortcut + gain * residual, `gain` a learnable scalar initialised at 0.
     Only the layers `forward` uses are built (the official code also builds an unused 1x1 conv when in == out).
+    Convolutions are `PenaltyConv2d` (MA-GP differentiates this block's input gradient).
     """
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
         self.residual = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, 4, 2, 1, bias=False),
+            PenaltyConv2d(in_channels, out_channels, 4, 2, 1, bias=False),
             nn.LeakyReLU(0.2),
-            nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False),
+            PenaltyConv2d(out_channels, out_channels, 3, 1, 1, bias=False),
             nn.LeakyReLU(0.2),
         )
-        self.shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
+        self.shortcut = PenaltyConv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
         self.gain = nn.Parameter(torch.zeros(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -46,9 +49,9 @@ class ConditionalHead(nn.Module):
     def __init__(self, feature_channels: int, cond_dim: int, hidden_channels: int) -> None:
         super().__init__()
         self.joint = nn.Sequential(
-            nn.Conv2d(feature_channels + cond_dim, hidden_channels, 3, 1, 1, bias=False),
+            PenaltyConv2d(feature_channels + cond_dim, hidden_channels, 3, 1, 1, bias=False),
             nn.LeakyReLU(0.2),
-            nn.Conv2d(hidden_channels, 1, 4, 1, 0, bias=False),
+            PenaltyConv2d(hidden_channels, 1, 4, 1, 0, bias=False),
         )
 
     def forward(self, features: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:

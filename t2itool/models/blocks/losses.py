@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from t2itool.models.blocks.penalty_conv import input_gradients_only
+
 
 def hinge_d_loss(real: torch.Tensor, fake: torch.Tensor, mismatch: torch.Tensor | None = None) -> torch.Tensor:
     """Discriminator hinge loss; with `mismatch`: E relu(1 - real) + (E relu(1 + fake) + E relu(1 + mismatch)) / 2."""
@@ -33,7 +35,8 @@ def matching_aware_gp(
     `grad_scale` is the fp16 GradScaler scale (the gradients are taken of scaled logits and unscaled afterwards).
     The norm is written as (sum of squares)^(power/2): the same value, without sqrt's infinite slope at 0.
     """
-    grads = torch.autograd.grad(logits.sum() * grad_scale, inputs, create_graph=True)
+    with input_gradients_only():  # PenaltyConv2d layers skip the weight gradients this call does not ask for
+        grads = torch.autograd.grad(logits.sum() * grad_scale, inputs, create_graph=True)
     batch = logits.shape[0]
     flat = torch.cat([g.reshape(batch, -1).float() / grad_scale for g in grads], dim=1)
     return weight * flat.square().sum(dim=1).pow(power / 2).mean()

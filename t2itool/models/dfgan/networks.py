@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from t2itool.models.blocks import ConditionalHead, DownBlock
+from t2itool.models.blocks import ConditionalHead, DownBlock, PenaltyConv2d
 
 
 def channel_pairs(image_size: int) -> list[tuple[int, int]]:
@@ -101,7 +101,7 @@ class NetD(nn.Module):
     def __init__(self, ndf: int = 32, image_size: int = 256) -> None:
         super().__init__()
         self.image_size = image_size
-        self.conv_img = nn.Conv2d(3, ndf, 3, 1, 1)
+        self.conv_img = PenaltyConv2d(3, ndf, 3, 1, 1)
         pairs = [(o, i) for i, o in channel_pairs(image_size)][::-1]
         self.blocks = nn.Sequential(*(DownBlock(ndf * i, ndf * o) for i, o in pairs))
 

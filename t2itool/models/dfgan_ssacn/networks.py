@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from t2itool.models.blocks import ConditionalHead, DownBlock
+from t2itool.models.blocks import ConditionalHead, DownBlock, PenaltyConv2d
 
 
 def _check_size(image_size: int) -> int:
@@ -156,7 +156,7 @@ class NetD(nn.Module):
         self.image_size = image_size
         pairs = discriminator_channel_pairs(image_size)
         self.feature_channels = ndf * pairs[-1][1]
-        self.conv_img = nn.Conv2d(3, ndf, 3, 1, 1)
+        self.conv_img = PenaltyConv2d(3, ndf, 3, 1, 1)
         self.blocks = nn.Sequential(*(DownBlock(ndf * i, ndf * o) for i, o in pairs))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
