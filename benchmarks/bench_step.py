@@ -7,11 +7,13 @@ backward, D step, then G step; SSA-GAN wtliao/text2image main.py: D hinge step, 
 through the image encoder; AttnGAN taoxugit/AttnGAN code/trainer.py: one update per stage discriminator in turn, then
 G on every stage's terms, the DAMSM loss and KL). It also reports the share of the plain step spent in each phase.
 Every registered model runs on t2itool's path (`--models sdgan,drgan,...`); those without a plain step print their
-ms/step alone. Neither path includes the generator EMA (an O(parameters) update after the step).
+ms/step alone. Neither path includes the generator EMA (an O(parameters) update after the step). t2itool's path is a
+long run's default (channels-last where it wins, compiled generator: its compile time falls in the untimed warm-up);
+the plain DF-GAN and SSA-GAN steps run the discriminators with nn.Conv2d layers (t2itool's PenaltyConv2d replaced).
 
     python benchmarks/bench_step.py [--models dfgan,dfgan-ssacn] [--image-size 64 --batch-size 16 --width 32]
-    python benchmarks/bench_step.py --sweep          # ms/step over batch sizes and 64/128/256 px
-    python benchmarks/bench_step.py --device cuda    # the default path there: bf16 + channels-last + compile
+    python benchmarks/bench_step.py --sweep --options eager   # ms/step over batch sizes and 64/128/256 px
+    python benchmarks/bench_step.py --device cuda    # the default path there (channels-last + compile); --extra bf16
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from torch import nn
 
 from t2itool.encoders import ImageEncoder, TextEncoder, load_backbone
 from t2itool.encoders.losses import sentence_loss, word_loss
+from t2itool.models.blocks import with_torch_convs
 from t2itool.models.blocks.conditioning import kl_loss
 from t2itool.models.blocks.staged_gan import (
     bce_fake,
@@ -123,7 +126,7 @@ def default_step(name: str, setup: Setup, settings: StepSettings) -> Callable[[i
     recipe, nets = build(name, setup)
     optimizers = recipe.build_optimizers(nets, None)
     image_encoder = copy.deepcopy(setup.image_encoder) if recipe.needs_image_encoder else None
-    nets = prepare_step(nets, optimizers, recipe, setup.device, settings, frozen=(image_encoder,))
+    nets, images_channels_last = prepare_step(nets, optimizers, recipe, setup.device, settings, (image_encoder,))
     ctx = StepContext(
         device=setup.device, seed=0, amp=settings.amp, nets=nets, optimizers=optimizers,
         text_encoder=setup.text_encoder, batch_size=setup.batch_size,
@@ -134,7 +137,7 @@ def default_step(name: str, setup: Setup, settings: StepSettings) -> Callable[[i
 
     def step(index: int) -> None:
         batch = setup.batch
-        if settings.channels_last:
+        if images_channels_last:
             batch.images = [im.contiguous(memory_format=torch.channels_last) for im in batch.images]
         ctx.step, ctx.optimizer_steps = index, 0
         collector.add(recipe.train_step(batch, ctx))
@@ -168,7 +171,7 @@ def plain_step(name: str, setup: Setup, gp: bool = True, damsm: bool = True) -> 
         return plain_attngan_step(setup, damsm)
     recipe, nets = build(name, setup)
     c = recipe.config
-    generator, disc, head = nets["generator"], nets["discriminator"], nets["head"]
+    generator, disc, head = nets["generator"], with_torch_convs(nets["discriminator"]), with_torch_convs(nets["head"])
     opt_g = torch.optim.Adam(generator.parameters(), lr=c.lr_g, betas=(c.beta1, c.beta2))
     opt_d = torch.optim.Adam(list(disc.parameters()) + list(head.parameters()), lr=c.lr_d, betas=(c.beta1, c.beta2))
     device, b = setup.device, setup.batch_size
@@ -325,7 +328,9 @@ def time_rounds(steps: dict[str, Callable[[int], None]], args: argparse.Namespac
 
 def compare(name: str, args: argparse.Namespace, image_size: int, batch_size: int, shares: bool) -> dict:
     setup = make_setup(args, image_size, batch_size)
-    settings = default_settings(setup.device)
+    settings = default_settings(setup.device)  # a long run's: compile on (its compile time is in the warm-up)
+    if args.options:
+        settings = settings.with_options(args.options)
     steps = {"t2itool": default_step(name, setup, settings)}
     for extra in args.extra.split(",") if args.extra else []:
         steps[f"t2itool {extra}"] = default_step(name, setup, settings.with_options(extra))
@@ -388,6 +393,12 @@ def main() -> None:
         default="",
         help="comma-separated extra t2itool variants, each '+'-joined options on top of the defaults: "
         "channels-last, contiguous, compile, eager, bf16, fp32, loop-adam (e.g. channels-last+compile,bf16)",
+    )
+    parser.add_argument(
+        "--options",
+        default="",
+        help="'+'-joined options applied to t2itool's default path itself (e.g. eager: skip compiling, as for a "
+        "sweep, where every size compiles anew)",
     )
     parser.add_argument("--no-shares", dest="shares", action="store_false", help="skip the phase-share ablations")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")

@@ -18,7 +18,7 @@ def test_bench_step_times_every_model_and_the_plain_baselines() -> None:
     models = [m for m in list_models() if get_model(m).recipe_cls.__module__.startswith("t2itool.")]  # no plugins
     args = [sys.executable, str(ROOT / "benchmarks" / "bench_step.py"), "--models", ",".join(models), "--threads", "1"]
     args += ["--image-size", "32", "--batch-size", "2", "--width", "4", "--rounds", "1", "--steps", "1"]
-    args += ["--warmup", "0"]
+    args += ["--warmup", "0", "--options", "eager"]  # compiling seven generators would take minutes
     result = subprocess.run(args, capture_output=True, text=True, check=False, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     for model in models:
@@ -27,3 +27,4 @@ def test_bench_step_times_every_model_and_the_plain_baselines() -> None:
         has_ratio = re.search(r"plain [\d.]+ ms/step; ratio [\d.]+x", line) is not None
         assert has_ratio == (model in ("dfgan", "dfgan-ssacn", "attngan")), line
     assert "of which DAMSM" in result.stdout and "of which MA-GP" in result.stdout
+    assert "(fp32, channels-last, foreach Adam)" in result.stdout  # --options reached the default path

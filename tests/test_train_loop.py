@@ -160,6 +160,33 @@ def test_bf16_channels_last_step_on_cpu(shapes_h5: str, damsm_ckpt: str, tmp_pat
     assert stats["step"] == 1 and all(abs(v) < 1e6 for k, v in stats.items() if k.startswith("loss"))
 
 
+@pytest.mark.slow
+def test_compiled_generator_on_cpu_trains_grids_and_snapshots(shapes_h5: str, damsm_ckpt: str, tmp_path: Path) -> None:
+    """`--compile` on CPU (the default of long CPU runs): the compiled generator trains through the real loop, grids
+    run it eager (no recompilation, no warning), and the state and snapshot keep the eager state-dict names, so a
+    snapshot samples and a state resumes without compiling."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = train(
+            "dfgan", data=shapes_h5, damsm=damsm_ckpt, out=str(tmp_path), steps=2, compile=True, grid_every=1,
+            snapshot_every=0, **{k: v for k, v in TINY.items() if k != "grid_every"},
+        )  # fmt: skip
+    assert not [w for w in caught if "stays eager" in str(w.message)], [str(w.message) for w in caught]
+    run = Path(result.run_dir)
+    assert "step: fp32, channels-last, compile, foreach Adam" in (run / "log.txt").read_text()
+    assert (run / "grids" / "grid-000001.png").is_file()
+    eager = train("dfgan", data=shapes_h5, damsm=damsm_ckpt, out=str(tmp_path / "eager"), steps=2, compile=False,
+                  snapshot_every=0, **TINY)  # fmt: skip
+    assert _state(result.state)["nets"].keys() == _state(eager.state)["nets"].keys()
+    for name, weights in _state(result.state)["nets"].items():
+        assert weights.keys() == _state(eager.state)["nets"][name].keys(), name
+    assert load_snapshot(result.snapshot).generator is not None
+    resumed = train("dfgan", resume=result.run_dir, steps=3, compile=False)
+    assert _state(resumed.state)["step"] == 3
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_bf16_channels_last_compile_path(shapes_h5: str, damsm_ckpt: str, tmp_path: Path) -> None:
     """The GPU default path (channels-last + compile) with bf16 trains dfgan-ssacn, DAMSM loss included."""

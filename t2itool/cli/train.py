@@ -68,12 +68,15 @@ def train_command(
     device: str | None = typer.Option(None, "--device", help=f"{DEVICE_HELP} (default: auto)"),
     amp: str | None = typer.Option(None, "--amp", help="Mixed precision: none, bf16, fp16 (CUDA) (default: none)."),
     channels_last: bool | None = typer.Option(
-        None, "--channels-last/--no-channels-last", help="Channels-last memory format (default: CUDA on, CPU off)."
+        None,
+        "--channels-last/--no-channels-last",
+        help="Channels-last memory format (default: on; on CPU only for networks without batch norm).",
     ),
     compile_networks: bool | None = typer.Option(
         None,
         "--compile/--no-compile",
-        help="torch.compile the generator; eager with one warning line if it fails (default: on for CUDA, off on CPU).",
+        help="torch.compile the generator; eager with one warning line if it fails "
+        "(default: on for CUDA, and on CPU for runs of 2,000 steps or more).",
     ),
     resume: str | None = typer.Option(
         None, "--resume", help="Run folder or state file to continue (default: start a new run)."

@@ -48,10 +48,10 @@ class TrainConfig:
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N"})
     amp: str = field(default="none", metadata={"help": "mixed precision: none, bf16, fp16 (CUDA only)"})
     channels_last: bool | None = field(
-        default=None, metadata={"help": "channels-last networks/images (none: on for CUDA, off on CPU)"}
+        default=None, metadata={"help": "channels-last networks/images (none: on; on CPU for nets without batch norm)"}
     )
     compile: bool | None = field(
-        default=None, metadata={"help": "torch.compile the generator (none: on for CUDA, off on CPU, as measured)"}
+        default=None, metadata={"help": "torch.compile the generator (none: on for CUDA and CPU runs >= 2000 steps)"}
     )
     resume: str | None = field(default=None, metadata={"help": "state file or run folder to continue"})
     init_from: str | None = field(

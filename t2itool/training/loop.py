@@ -191,13 +191,10 @@ def training_loop(
     if world_size > 1 and config.sync_batchnorm:
         nets = {name: sync_batchnorm.convert(net) for name, net in nets.items()}
     nets = {name: net.to(device) for name, net in nets.items()}
-    settings = speed.default_settings(device, amp, channels_last, compile)
-    channels_last = settings.channels_last
-    if channels_last:  # where it wins (speed.channels_last_names); the image encoder follows the generator's images
-        chosen = speed.channels_last_names(nets, device)
-        nets = {n: net.to(memory_format=torch.channels_last) if n in chosen else net for n, net in nets.items()}
-        if image_encoder is not None and "generator" in chosen:
-            image_encoder.to(memory_format=torch.channels_last)
+    settings = speed.default_settings(device, amp, channels_last, compile, total_steps)
+    channels_last = False  # for the batch images: only when some network takes channels-last
+    if settings.channels_last:  # where it wins (speed.channels_last_names)
+        nets, channels_last = speed.to_channels_last(nets, device, (image_encoder,))
 
     def set_train_mode() -> None:
         for net in nets.values():
@@ -289,7 +286,8 @@ def training_loop(
             text_encoder.eval()
 
         def generate(rows: slice) -> torch.Tensor:
-            with torch.no_grad(), ctx.autocast():
+            # A compiled generator runs eager here: eval mode and the grid's batch would each cost a recompilation.
+            with torch.no_grad(), ctx.autocast(), torch.compiler.set_stance("force_eager"):
                 if grid_text is None:
                     tokens = grid.tokens.repeat_interleave(grid_columns, dim=0)[rows].to(device)
                     lengths = grid.lengths.repeat_interleave(grid_columns, dim=0)[rows].to(device)
@@ -375,7 +373,7 @@ def training_loop(
     dist.print0(
         f"run folder {run_dir}: {model}, {total_steps} steps, "
         f"global batch {batch_size * world_size} ({batch_size} per process x {world_size}), {device}, "
-        f"text {text_source.describe()}"
+        f"text {text_source.describe()}; step: {settings.describe()}"
     )
     if rank == 0:
         (run_path / "stats.jsonl").touch()

@@ -6,6 +6,7 @@ measured faster (see the README's step benchmark).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import warnings
 from dataclasses import dataclass
 
@@ -35,11 +36,22 @@ def tune_optimizers(optimizers: dict[str, torch.optim.Optimizer], device: torch.
 def compile_networks(nets: dict[str, nn.Module], names: tuple[str, ...], device: torch.device) -> dict[str, nn.Module]:
     """`torch.compile` the networks in `names` (in place, `module.compile()`: state-dict names are unchanged).
 
-    A network that cannot be compiled (no compiler, an unsupported backend) stays eager, with one warning line.
+    A network that cannot be compiled (no C++ compiler for the CPU backend, an unsupported operation found at its
+    first call) stays eager, with one warning line instead of torch's traceback.
     """
     import torch._dynamo
 
+    if device.type == "cpu":
+        try:
+            from torch._inductor.cpp_builder import get_cpp_compiler
+
+            get_cpp_compiler()
+        except Exception as exc:  # noqa: BLE001 - inductor's CPU code needs a working C++ compiler
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            warnings.warn(f"--compile: networks stay eager (no C++ compiler: {message})", stacklevel=2)
+            return nets
     torch._dynamo.config.suppress_errors = True  # a graph that fails to compile at its first call runs eager
+    _one_line_compile_failures()
     for name in names:
         if name not in nets:
             continue
@@ -48,6 +60,25 @@ def compile_networks(nets: dict[str, nn.Module], names: tuple[str, ...], device:
         except Exception as exc:  # noqa: BLE001 - any compiler failure falls back to eager
             warnings.warn(f"--compile: {name} stays eager ({type(exc).__name__}: {exc})", stacklevel=2)
     return nets
+
+
+class _OneLineCompileFailure(logging.Filter):
+    """Turns dynamo's logged traceback of a graph that failed to compile (and runs eager) into one warning line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        lines = [line.strip() for line in record.getMessage().splitlines() if line.strip()]
+        errors = [line for line in lines if "Error" in line.split(":")[0] or "Exception" in line.split(":")[0]]
+        reason = errors[-1] if errors else (lines[0] if lines else "unknown error")
+        warnings.warn(f"--compile: a compiled network runs eager ({reason})", stacklevel=2)
+        return False
+
+
+def _one_line_compile_failures() -> None:
+    logger = logging.getLogger("torch._dynamo.convert_frame")
+    if not any(isinstance(f, _OneLineCompileFailure) for f in logger.filters):
+        logger.addFilter(_OneLineCompileFailure())
 
 
 @dataclass
@@ -80,27 +111,38 @@ class StepSettings:
         return ", ".join(parts)
 
 
+# A CPU run compiles its generator when it is at least this long: compiling takes 40-70 s on one core (measured for
+# dfgan and dfgan-ssacn at 64 px with an empty inductor cache) and saves 3-7% of a ~2 s step, so it pays for itself
+# after several hundred steps; short runs (tests, the demo) stay eager.
+COMPILE_MIN_STEPS_CPU = 2000
+
+
 def default_settings(
-    device: torch.device, amp: str = "none", channels_last: bool | None = None, compile: bool | None = None
+    device: torch.device,
+    amp: str = "none",
+    channels_last: bool | None = None,
+    compile: bool | None = None,
+    steps: int | None = None,
 ) -> StepSettings:
     """The loop's settings: the flags given, else the defaults measured faster on `device` (benchmarks/bench_step.py).
 
-    Channels-last is on for CUDA; on CPU it is opt-in (`--channels-last`): its oneDNN convolutions round differently
-    at different batch sizes, and Adam turns those last-bit differences into lr-sized steps, so 2 processes with half
-    the batch no longer equal 1 process (tests/test_models_registry.py failed for sdgan). `torch.compile` is on for
-    CUDA only: on CPU it gained ~3% at a minute's compile time. Precision stays the user's choice (`--amp`).
+    Channels-last is on by default; which networks take it is `channels_last_names` (on CPU those without batch
+    norm). `torch.compile` (of the generator) is on for CUDA, and on CPU for runs of `steps` >= COMPILE_MIN_STEPS_CPU
+    (`steps` None: a long run). Precision stays the user's choice (`--amp`).
     """
+    long_run = steps is None or steps >= COMPILE_MIN_STEPS_CPU
     return StepSettings(
         amp=amp,
-        channels_last=device.type == "cuda" if channels_last is None else channels_last,
-        compile=device.type == "cuda" if compile is None else compile,
+        channels_last=True if channels_last is None else channels_last,
+        compile=(device.type == "cuda" or long_run) if compile is None else compile,
     )
 
 
 def channels_last_names(nets: dict[str, nn.Module], device: torch.device) -> set[str]:
     """The networks that gain from channels-last on `device`: all on CUDA; on CPU those without batch norm, whose
     channels-last backward is several times slower there than the contiguous one (measured: SSA-GAN's generator
-    loses more in batch norm than it gains in convolutions)."""
+    loses more in batch norm than it gains in convolutions), and whose batch statistics would then be summed in an
+    order that depends on the batch size (N processes would no longer train like one)."""
     if device.type != "cpu":
         return set(nets)
     return {
@@ -110,6 +152,21 @@ def channels_last_names(nets: dict[str, nn.Module], device: torch.device) -> set
     }
 
 
+def to_channels_last(
+    nets: dict[str, nn.Module], device: torch.device, frozen: tuple[nn.Module | None, ...] = ()
+) -> tuple[dict[str, nn.Module], bool]:
+    """Convert the networks `channels_last_names` chooses, and the `frozen` encoders that take the generator's images
+    when the generator is chosen (a channels-last image into a contiguous encoder is reordered at every convolution).
+    Returns the networks and whether the batch images should be channels-last: only when some network is, else
+    contiguous networks would run channels-last convolutions on them."""
+    chosen = channels_last_names(nets, device)
+    nets = {n: net.to(memory_format=torch.channels_last) if n in chosen else net for n, net in nets.items()}
+    for module in frozen:
+        if module is not None and "generator" in chosen:
+            module.to(memory_format=torch.channels_last)
+    return nets, bool(chosen)
+
+
 def prepare_step(
     nets: dict[str, nn.Module],
     optimizers: dict[str, torch.optim.Optimizer],
@@ -117,18 +174,14 @@ def prepare_step(
     device: torch.device,
     settings: StepSettings,
     frozen: tuple[nn.Module | None, ...] = (),
-) -> dict[str, nn.Module]:
+) -> tuple[dict[str, nn.Module], bool]:
     """Apply `settings` to networks already on `device`, their optimizers and the `frozen` encoders the step runs
-    images through (the DAMSM image encoder: a channels-last image into a contiguous encoder is reordered at every
-    convolution), before the first step."""
+    images through, before the first step. Returns the networks and whether batch images go channels-last."""
+    images_channels_last = False
     if settings.channels_last:
-        chosen = channels_last_names(nets, device)
-        nets = {n: net.to(memory_format=torch.channels_last) if n in chosen else net for n, net in nets.items()}
-        for module in frozen:
-            if module is not None and "generator" in chosen:
-                module.to(memory_format=torch.channels_last)
+        nets, images_channels_last = to_channels_last(nets, device, frozen)
     if settings.foreach:
         tune_optimizers(optimizers, device)
     if settings.compile:
         nets = compile_networks(nets, COMPILED, device)
-    return nets
+    return nets, images_channels_last
