@@ -26,14 +26,16 @@ MARKER = "demo.json"  # written into the demo folder: only such a folder is ever
 
 @dataclass
 class DemoSettings:
-    """Sizes chosen so that 2 CPU cores finish within 10 minutes with colour and shape learnt (README figures)."""
+    """Sizes chosen so that 2 CPU cores finish within 10 minutes with the caption's colour learnt (README: 84.7% of
+    held-out samples, 6.5x chance). Shape is not (45.8%, 1.4x): the DAMSM encoders pretrained here with a random
+    image backbone encode colour but hardly shape, and G and D see the captions only through them."""
 
     out: Path = Path("demo-run")
     device: str = "auto"
     seed: int = 0
     num_images: int = 2048  # shapes drawn (90% train)
     image_size: int = 32  # training resolution (stored at its 76/64 margin)
-    damsm_epochs: int = 4
+    damsm_epochs: int = 4  # R-precision 27% after 4 (6% after 1); 8 epochs do not teach it shape (README)
     damsm_batch_size: int = 32
     encoder_image_size: int = 80  # DAMSM image encoder input (AttnGAN: 299; small for CPU speed)
     train_steps: int = 500
