@@ -72,8 +72,7 @@ def test_channels_last_only_where_a_network_takes_it() -> None:
     assert images
     assert nets["discriminator"][0].weight.is_contiguous(memory_format=torch.channels_last)
     assert not nets["generator"][0].weight.is_contiguous(memory_format=torch.channels_last)
-    # The encoder follows the generator's images, which stay contiguous.
-    assert not encoder.weight.is_contiguous(memory_format=torch.channels_last)
+    assert encoder.weight.is_contiguous(memory_format=torch.channels_last)  # frozen, eval mode: always
     normed2 = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
     nets, images = speed.to_channels_last({"generator": normed2}, cpu)
     assert not images and not nets["generator"][0].weight.is_contiguous(memory_format=torch.channels_last)
