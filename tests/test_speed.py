@@ -78,13 +78,13 @@ def test_channels_last_only_where_a_network_takes_it() -> None:
     assert not images and not nets["generator"][0].weight.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_no_cpp_compiler_leaves_the_networks_eager_with_one_line(monkeypatch) -> None:
+def test_no_cpp_compiler_leaves_the_networks_eager_with_one_line() -> None:
     """On CPU inductor needs a C++ compiler: without one, --compile warns once and the networks run eager."""
     import torch._inductor.config as inductor_config
 
-    monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/c++",))
     net = nn.Linear(2, 2)
-    with warnings.catch_warnings(record=True) as caught:
+    # inductor's own patch restores the setting (monkeypatch's undo deleted it, breaking later compiles)
+    with inductor_config.patch({"cpp.cxx": ("/nonexistent/c++",)}), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         speed.compile_networks({"generator": net}, ("generator",), torch.device("cpu"))
     assert len(caught) == 1 and "\n" not in str(caught[0].message)
