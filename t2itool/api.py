@@ -81,6 +81,7 @@ def pretrain_damsm(
     lr: float = 2e-3,
     max_words: int | None = None,
     backbone_weights: str = "imagenet",
+    train_backbone: bool = False,
     encoder_image_size: int = 299,
     checkpoint_every: int | None = None,
     rp_images: int | None = None,
@@ -99,7 +100,7 @@ def pretrain_damsm(
 
     config = PretrainConfig(
         data=str(data), out=str(out), preset=preset, epochs=epochs, batch_size=batch_size, lr=lr, max_words=max_words,
-        backbone_weights=str(backbone_weights), encoder_image_size=encoder_image_size,
+        backbone_weights=str(backbone_weights), train_backbone=train_backbone, encoder_image_size=encoder_image_size,
         checkpoint_every=checkpoint_every, rp_images=rp_images, workers=workers, seed=seed,
         device=resolve_device(device), resume=None if resume is None else str(resume), **advanced,
     )  # fmt: skip

@@ -4,6 +4,7 @@ loss going down, one-line errors, and the checkpoint feeding train -> sample -> 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from typer.testing import CliRunner
 
 from t2itool.cli.main import app
 from t2itool.data.store import Store
-from t2itool.encoders import load_damsm
+from t2itool.encoders import ImageEncoder, load_backbone, load_damsm
 from t2itool.encoders.attention_maps import LABEL, TILE, render_attention, word_attention
 from t2itool.encoders.pretrain import PretrainConfig, clip_text_gradients, epoch_lr, pretrain
 from t2itool.encoders.text import TextEncoder
@@ -85,6 +86,26 @@ def test_resume_continues_exactly(shapes_h5: str, tmp_path: Path) -> None:
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
     assert resumed.stats[0]["train_loss"] == straight.stats[1]["train_loss"]
+
+
+def test_train_backbone_trains_inception_and_the_checkpoint_loads_frozen(shapes_h5: str, tmp_path: Path) -> None:
+    out = tmp_path / "damsm"
+    args = ["pretrain-damsm", "--data", shapes_h5, "--out", str(out), "--epochs", "1", "--batch-size", "16"]
+    result, output = _invoke([*args, *SMALL, "--train-backbone", "--rp-images", "8"])
+    assert result.exit_code == 0, output
+    assert "trains with the projections (--train-backbone)" in output and "RANDOM" not in output
+    fresh = ImageEncoder(image_size=80)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        load_backbone(fresh, "random", seed=0)  # the backbone pretraining started from (--seed 0)
+    damsm = load_damsm(out / "damsm.pt", store=Store(shapes_h5))
+    assert damsm.backbone == "random+trained"
+    assert json.loads((out / "config.json").read_text())["train_backbone"] is True
+    trained, initial = damsm.image_encoder.state_dict(), fresh.state_dict()
+    for key in ("Conv2d_1a_3x3.conv.weight", "Mixed_7c.branch_pool.conv.weight", "Mixed_6e.branch1x1.bn.running_var"):
+        assert not torch.equal(trained[key], initial[key]), key
+    encoder = damsm.image_encoder.train()  # loaded for GAN training: frozen again, batch norm statistics included
+    assert not encoder.Mixed_6e.training and not any(p.requires_grad for p in encoder.parameters())
 
 
 def test_loss_goes_down(shapes_h5: str, tmp_path: Path) -> None:

@@ -325,6 +325,21 @@ def test_image_encoder_gradients_reach_only_projections(image_encoder) -> None:
     assert F.cosine_similarity(code[0], code[1], dim=0) < 0.9999  # different images, different codes
 
 
+def test_unfrozen_backbone_trains_with_batch_statistics(image_encoder) -> None:
+    encoder = ImageEncoder(image_size=80)
+    encoder.load_state_dict(image_encoder.state_dict())
+    encoder.unfreeze_backbone().train()
+    assert encoder.Mixed_6e.training and all(p.requires_grad for p in encoder.backbone_parameters())
+    bn = encoder.Conv2d_1a_3x3.bn
+    before = bn.running_mean.clone()
+    regions, code = encoder(torch.rand(4, 3, 32, 32) * 2 - 1)
+    (regions.square().mean() + code.square().mean()).backward()
+    assert all(p.grad is not None for p in encoder.backbone_parameters())
+    assert not torch.equal(bn.running_mean, before)  # batch norm in train mode updates its statistics
+    encoder.eval()
+    assert not encoder.Mixed_6e.training
+
+
 def test_text_encoder_is_float32_under_bf16_autocast() -> None:
     """oneDNN's CPU LSTM has no bf16 kernel: the encoder must step out of autocast, with unchanged results."""
     torch.manual_seed(0)

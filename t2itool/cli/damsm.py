@@ -38,6 +38,12 @@ def register(app: typer.Typer) -> None:
             help="Inception-v3 backbone: 'imagenet' (torchvision's weights: downloaded unless in the torch hub cache), "
             "a local .pth, or 'random' (tests).",
         ),
+        train_backbone: bool = typer.Option(
+            False,
+            "--train-backbone",
+            help="Train the Inception-v3 backbone too (batch norm in train mode); AttnGAN keeps it frozen. For data "
+            "the backbone does not describe, e.g. a random backbone on the shapes data (the demo).",
+        ),
         encoder_image_size: int = typer.Option(
             299, "--encoder-image-size", help="Image encoder input size (AttnGAN 299; smaller is faster, >= 75)."
         ),
@@ -68,6 +74,7 @@ def register(app: typer.Typer) -> None:
             lr=lr,
             max_words=max_words,
             backbone_weights=backbone_weights,
+            train_backbone=train_backbone,
             encoder_image_size=encoder_image_size,
             checkpoint_every=checkpoint_every,
             attention_every=attention_every,

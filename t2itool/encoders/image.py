@@ -1,4 +1,5 @@
-"""AttnGAN's DAMSM image encoder: a frozen torchvision Inception-v3 backbone with two trainable projections.
+"""AttnGAN's DAMSM image encoder: a frozen torchvision Inception-v3 backbone with two trainable projections (the
+backbone trains too with `unfreeze_backbone`).
 
 Regions come from Mixed_6e (768 x 17 x 17 at 299 px) through `emb_features` (1x1 conv, no bias); the global code
 from Mixed_7c, average-pooled (2048), through `emb_cnn_code` (linear). Layer names match AttnGAN's CNN_ENCODER, so
@@ -65,6 +66,7 @@ class ImageEncoder(nn.Module):
         self.emb_cnn_code = nn.Linear(2048, self.embedding_dim)
         nn.init.uniform_(self.emb_features.weight, -0.1, 0.1)
         nn.init.uniform_(self.emb_cnn_code.weight, -0.1, 0.1)
+        self.backbone_trainable = False
         for parameter in self.backbone_parameters():
             parameter.requires_grad_(False)
 
@@ -81,11 +83,21 @@ class ImageEncoder(nn.Module):
     def projection_parameters(self) -> list[nn.Parameter]:
         return [*self.emb_features.parameters(), *self.emb_cnn_code.parameters()]
 
+    def unfreeze_backbone(self) -> ImageEncoder:
+        """Make the backbone trainable, batch norm in train mode with the rest (`pretrain-damsm --train-backbone`:
+        AttnGAN's code/pretrain_DAMSM.py keeps it frozen; this is for data an ImageNet or random backbone does not
+        describe). Loading a checkpoint gives a frozen encoder again."""
+        self.backbone_trainable = True
+        for parameter in self.backbone_parameters():
+            parameter.requires_grad_(True)
+        return self.train(self.training)
+
     def train(self, mode: bool = True) -> ImageEncoder:
-        # The backbone is frozen, batch-norm statistics included: it stays in eval mode whatever the caller asks.
+        # A frozen backbone keeps its batch-norm statistics too: it stays in eval mode whatever the caller asks.
         super().train(mode)
-        for name in BACKBONE_LAYERS:
-            getattr(self, name).eval()
+        if not self.backbone_trainable:
+            for name in BACKBONE_LAYERS:
+                getattr(self, name).eval()
         return self
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -41,6 +41,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+TRAINED = "+trained"  # appended to the recorded backbone when --train-backbone trained it
+
+
 @dataclass
 class PretrainConfig:
     data: str  # prepared HDF5 file
@@ -60,6 +63,7 @@ class PretrainConfig:
     gamma3: float = 10.0
     encoder_image_size: int = 299  # crop fed to the image encoder (from a 76/64 larger resize, AttnGAN's 355 -> 299)
     backbone_weights: str = "imagenet"  # imagenet (download) | PATH | random
+    train_backbone: bool = False  # train the Inception-v3 backbone too (AttnGAN: frozen)
     checkpoint_every: int | None = None  # epochs (preset: 50 birds, 5 coco)
     attention_every: int | None = None  # epochs between attention-map images (None: checkpoint_every; 0: never)
     attention_captions: int = 4  # test captions (the first test images') drawn in each attention-map image
@@ -286,11 +290,17 @@ def pretrain(
         text_encoder = TextEncoder(len(store.vocab))
         image_encoder = ImageEncoder(text_encoder.output_dim, crop)
         backbone = load_backbone(image_encoder, config.backbone_weights, config.seed)
-    if backbone == "random":
+    trainable = [*text_encoder.parameters(), *image_encoder.projection_parameters()]
+    if config.train_backbone:
+        image_encoder.unfreeze_backbone()
+        trainable += image_encoder.backbone_parameters()
+        backbone = backbone if backbone.endswith(TRAINED) else backbone + TRAINED
+        origin = backbone.removesuffix(TRAINED)
+        log(f"the Inception-v3 backbone ({origin}) trains with the projections (--train-backbone)")
+    elif backbone == "random":
         log("warning: the DAMSM image encoder has a RANDOM Inception-v3 backbone (--backbone-weights random)")
     text_encoder.to(device)
     image_encoder.to(device)
-    trainable = [*text_encoder.parameters(), *image_encoder.projection_parameters()]
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", {**asdict(config), "backbone": backbone, "device": str(device)})
 
