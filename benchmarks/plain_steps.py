@@ -431,7 +431,8 @@ def plain_stackgan_step(setup: Setup) -> Callable[[int], None]:
     condition is the CA mean, detached; stage II adds the unconditional terms), D step; netG.zero_grad and
     compute_generator_loss + COEFF.KL * KL_loss through the updated D, a plain backward that also fills D's
     gradients, G step (Adam on the parameters that require grad: stage II's frozen stage-I generator excluded).
-    BCE on logits (the code's heads end in a sigmoid and use nn.BCELoss: the same value)."""
+    BCE on logits (the code's heads end in a sigmoid and use nn.BCELoss: the same value). t2itool's step differs only
+    in the wrong pairs' head batch (B rows, the last masked, for the global batch: its batch norm sees B, not B - 1)."""
     recipe, nets = build("stackgan", setup)
     c = recipe.config
     generator, disc = nets["generator"], nets["discriminator"]
@@ -483,7 +484,9 @@ def plain_xmcgan_step(setup: Setup) -> Callable[[int], None]:
     word-region contrastive terms of the real pairs, D step. On the last part, train_g_d: one G forward and one D
     forward give both losses (G: hinge + the fake pairs' sentence and word-region terms + image-image on D features
     [+ the frozen network's, off here]); the code's two jax.vjp of that forward are two backward passes restricted to
-    D's and to G's parameters, then both steps. Text: the frozen DAMSM encoder (the code reads precomputed BERT)."""
+    D's and to G's parameters, then both steps. Text: the frozen DAMSM encoder (the code reads precomputed BERT).
+    t2itool's step runs D twice on the last sub-batch (G phase, then D phase), so its spectral norms take one more
+    power iteration there; otherwise the same gradients."""
     recipe, nets = build("xmcgan", setup)
     c = recipe.config
     generator, disc = nets["generator"], nets["discriminator"]
