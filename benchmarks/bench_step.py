@@ -1,17 +1,18 @@
 """One training step per model: t2itool's default training path against a plain PyTorch step with the same networks,
 side by side in one process (alternating rounds, so load changes hit both), on the current device.
 
-The plain step is what the official repositories do: fp32, contiguous tensors, `torch.optim.Adam` with its defaults,
-no compile, the official order (DF-GAN 2022 code/src/train.py: D on real / mismatched / fake pairs + MA-GP in one
-backward, D step, then G step; SSA-GAN wtliao/text2image main.py: D hinge step, MA-GP step, G step with the DAMSM loss
-through the image encoder; AttnGAN taoxugit/AttnGAN code/trainer.py: one update per stage discriminator in turn, then
-G on every stage's terms, the DAMSM loss and KL). It also reports the share of the plain step spent in each phase.
-Every registered model runs on t2itool's path (`--models sdgan,drgan,...`); those without a plain step print their
-ms/step alone. Neither path includes the generator EMA (an O(parameters) update after the step). t2itool's path is a
-long run's default (channels-last where it wins, compiled generator: its compile time falls in the untimed warm-up);
-the plain DF-GAN and SSA-GAN steps run the discriminators with nn.Conv2d layers (t2itool's PenaltyConv2d replaced).
+The plain step is what the official repositories do: fp32, contiguous tensors, `torch.optim.Adam` with the model's
+learning rates and betas, no compile, the official order (benchmarks/plain_steps.py, one function per model: DF-GAN
+2022 code/src/train.py; SSA-GAN wtliao/text2image main.py; AttnGAN code/trainer.py; DR-GAN's trainer.py and
+miscc/losses.py; StackGAN-Pytorch code/trainer.py; XMC-GAN's JAX train_utils.py / xmc_gan.py; SD-GAN, which released
+no code, as the paper's Siamese scheme on AttnGAN's order). It also reports the share of the plain step spent in each
+phase, and for the models with a DAMSM term in G (or MA-GP in D) the share of that term (the plain step without it).
+Neither path includes the generator EMA (an O(parameters) update after the step). t2itool's path is a long run's
+default (channels-last where it wins, compiled generator: its compile time falls in the untimed warm-up); the plain
+DF-GAN and SSA-GAN steps run the discriminators with nn.Conv2d layers (t2itool's PenaltyConv2d replaced).
 
     python benchmarks/bench_step.py [--models dfgan,dfgan-ssacn] [--image-size 64 --batch-size 16 --width 32]
+    python benchmarks/bench_step.py --models attngan,sdgan,drgan,stackgan,xmcgan   # the other registered models
     python benchmarks/bench_step.py --sweep --options eager   # ms/step over batch sizes and 64/128/256 px
     python benchmarks/bench_step.py --device cuda    # the default path there (channels-last + compile); --extra bf16
 """
@@ -26,56 +27,17 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
-from torch import nn
+from plain_steps import DAMSM_MODELS, PLAIN_MODELS, Setup, build, plain_step, sync  # benchmarks/plain_steps.py
 
 from t2itool.encoders import ImageEncoder, TextEncoder, load_backbone
-from t2itool.encoders.losses import sentence_loss, word_loss
-from t2itool.models.blocks import with_torch_convs
-from t2itool.models.blocks.conditioning import kl_loss
-from t2itool.models.blocks.staged_gan import (
-    bce_fake,
-    bce_real,
-    combine_discriminator_terms,
-    generator_adversarial_loss,
-)
 from t2itool.models.context import StepContext
-from t2itool.models.recipe import Batch
 from t2itool.models.registry import get_model
-from t2itool.training.config import parse_overrides
 from t2itool.training.speed import StepSettings, default_settings, prepare_step
 from t2itool.training.stats import StatsCollector
 
-PLAIN_MODELS = ("dfgan", "dfgan-ssacn", "attngan")
 DEFAULT_MODELS = ("dfgan", "dfgan-ssacn")
-# Base widths set to --width for whichever of these a model's config has; XMC-GAN's frozen ImageNet network is off
-# (its weight file is a download).
-WIDTH_KEYS = ("ngf", "ndf", "gf_dim", "df_dim")
-FIXED_VALUES = {"image_encoder": "none"}
-
-
-@dataclass
-class Setup:
-    """Everything both paths share: sizes, the frozen encoders and one synthetic batch."""
-
-    device: torch.device
-    image_size: int
-    batch_size: int
-    width: int
-    vocab_size: int = 100
-    encoder_image_size: int = 299
-    text_encoder: nn.Module | None = None
-    image_encoder: nn.Module | None = None
-    batch: Batch | None = None
-    marks: dict[str, list[float]] = field(default_factory=dict)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def make_setup(args: argparse.Namespace, image_size: int, batch_size: int) -> Setup:
@@ -89,34 +51,6 @@ def make_setup(args: argparse.Namespace, image_size: int, batch_size: int) -> Se
     setup.image_encoder = image_encoder.to(device).eval().requires_grad_(False)
     setup.text_encoder = TextEncoder(setup.vocab_size).to(device).eval().requires_grad_(False)
     return setup
-
-
-def make_batch(setup: Setup, image_sizes: tuple[int, ...]) -> Batch:
-    """One synthetic batch with images at every size the model trains on, and a second caption per sample (SD-GAN's
-    pairs; ignored by the others)."""
-    g = torch.Generator().manual_seed(0)
-    b, t = setup.batch_size, 18
-    tokens = torch.randint(1, setup.vocab_size, (b, t), generator=g)
-    return Batch(
-        images=[torch.rand(b, 3, size, size, generator=g) * 2 - 1 for size in image_sizes], tokens=tokens,
-        lengths=torch.full((b,), t), class_ids=torch.arange(b), indices=torch.arange(b),
-        caption_indices=torch.arange(b), positions=torch.arange(b), global_size=b,
-        tokens2=tokens.flip(0), lengths2=torch.full((b,), t), pair_label=torch.arange(b) % 2,
-    ).to(setup.device)  # fmt: skip
-
-
-def build(name: str, setup: Setup) -> tuple[object, dict[str, nn.Module]]:
-    spec = get_model(name)
-    fields = {f.name for f in dataclasses.fields(spec.config_cls)}
-    values = {"image_size": setup.image_size, **dict.fromkeys(WIDTH_KEYS, setup.width), **FIXED_VALUES}
-    values = {key: value for key, value in values.items() if key in fields}
-    config = spec.make_config(None, parse_overrides(spec.config_cls, values, "--set"))
-    recipe = spec.recipe_cls(config)
-    torch.manual_seed(0)
-    nets = {key: net.to(setup.device).train() for key, net in recipe.build_networks().items()}
-    if setup.batch is None or [im.shape[-1] for im in setup.batch.images] != list(recipe.image_sizes()):
-        setup.batch = make_batch(setup, tuple(recipe.image_sizes()))
-    return recipe, nets
 
 
 # --- t2itool's default path ---------------------------------------------------------------------------------------
@@ -137,170 +71,13 @@ def default_step(name: str, setup: Setup, settings: StepSettings) -> Callable[[i
 
     def step(index: int) -> None:
         batch = setup.batch
-        if images_channels_last:
-            batch.images = [im.contiguous(memory_format=torch.channels_last) for im in batch.images]
+        if images_channels_last:  # a copy: the plain step reads the shared batch's contiguous images
+            images = [im.contiguous(memory_format=torch.channels_last) for im in batch.images]
+            batch = dataclasses.replace(batch, images=images)
         ctx.step, ctx.optimizer_steps = index, 0
         collector.add(recipe.train_step(batch, ctx))
         if index % 10 == 9:
             collector.reduce()
-
-    return step
-
-
-# --- the plain step (official order) ------------------------------------------------------------------------------
-def mark_phase(setup: Setup, label: str, since: float) -> float:
-    """Record the time since `since` under `label` (device synchronised) and return now."""
-    sync(setup.device)
-    now = time.perf_counter()
-    setup.marks.setdefault(label, []).append(now - since)
-    return now
-
-
-def magp(logits: torch.Tensor, inputs: tuple[torch.Tensor, torch.Tensor], weight: float, power: float) -> torch.Tensor:
-    """DF-GAN code/lib/modules.py MA_GP: 2 * mean(||(dC/dx, dC/ds)||_2 ^ 6), create_graph for the D backward."""
-    grads = torch.autograd.grad(
-        logits, inputs, grad_outputs=torch.ones_like(logits), retain_graph=True, create_graph=True
-    )
-    flat = torch.cat([g.reshape(g.shape[0], -1) for g in grads], dim=1)
-    return weight * flat.square().sum(dim=1).sqrt().pow(power).mean()
-
-
-def plain_step(name: str, setup: Setup, gp: bool = True, damsm: bool = True) -> Callable[[int], None]:
-    """The official step with the same networks; `gp` / `damsm` False drop that term (for the phase shares)."""
-    if name == "attngan":
-        return plain_attngan_step(setup, damsm)
-    recipe, nets = build(name, setup)
-    c = recipe.config
-    generator, disc, head = nets["generator"], with_torch_convs(nets["discriminator"]), with_torch_convs(nets["head"])
-    opt_g = torch.optim.Adam(generator.parameters(), lr=c.lr_g, betas=(c.beta1, c.beta2))
-    opt_d = torch.optim.Adam(list(disc.parameters()) + list(head.parameters()), lr=c.lr_d, betas=(c.beta1, c.beta2))
-    device, b = setup.device, setup.batch_size
-
-    def step_dfgan(_: int) -> None:
-        start = time.perf_counter()
-        batch = setup.batch
-        with torch.no_grad():
-            words, sent = setup.text_encoder(batch.tokens, batch.lengths)
-        imgs = batch.images[-1].detach().requires_grad_()
-        sent = sent.detach().requires_grad_()
-        noise = torch.randn(b, c.noise_dim, device=device)
-        fake = generator(noise, sent)
-        now = mark_phase(setup, "G forward", start)
-        real_features = disc(imgs)
-        pred_real = head(real_features, sent)
-        err_real = F.relu(1.0 - pred_real).mean()
-        mis_features = torch.cat((real_features[1:], real_features[:1]), dim=0)
-        err_mis = F.relu(1.0 + head(mis_features, sent)).mean()
-        err_fake = F.relu(1.0 + head(disc(fake.detach()), sent)).mean()
-        err_d = err_real + (err_fake + err_mis) / 2.0
-        if gp:
-            err_d = err_d + magp(pred_real, (imgs, sent), c.gp_weight, c.gp_power)
-        opt_d.zero_grad()
-        err_d.backward()
-        opt_d.step()
-        now = mark_phase(setup, "D update (with MA-GP)", now)
-        err_g = -head(disc(fake), sent).mean()
-        opt_g.zero_grad()
-        err_g.backward()
-        opt_g.step()
-        mark_phase(setup, "G update", now)
-
-    def step_ssacn(_: int) -> None:
-        start = time.perf_counter()
-        batch = setup.batch
-        with torch.no_grad():
-            words, sent = setup.text_encoder(batch.tokens, batch.lengths)
-        imgs = batch.images[-1]
-        noise = torch.randn(b, c.noise_dim, device=device)
-        fake, _ = generator(noise, sent)
-        now = mark_phase(setup, "G forward", start)
-        real_features = disc(imgs)
-        err_real = F.relu(1.0 - head(real_features, sent)).mean()
-        err_mis = F.relu(1.0 + head(real_features[: b - 1], sent[1:b])).mean()
-        err_fake = F.relu(1.0 + head(disc(fake.detach()), sent)).mean()
-        err_d = err_real + (err_fake + err_mis) / 2.0
-        opt_d.zero_grad()
-        opt_g.zero_grad()
-        err_d.backward()
-        opt_d.step()
-        now = mark_phase(setup, "D update", now)
-        if gp:
-            interpolated = imgs.data.requires_grad_()
-            sent_inter = sent.data.requires_grad_()
-            out = head(disc(interpolated), sent_inter)
-            d_loss = magp(out, (interpolated, sent_inter), c.gp_weight, c.gp_power)
-            opt_d.zero_grad()
-            d_loss.backward()
-            opt_d.step()
-            now = mark_phase(setup, "MA-GP update", now)
-        err_g = -head(disc(fake), sent).mean()
-        if damsm:
-            regions, code = setup.image_encoder(fake)
-            w_loss = word_loss(regions, words, batch.lengths, batch.class_ids, c.gamma1, c.gamma2, c.gamma3)
-            s_loss = sentence_loss(code, sent, batch.class_ids, c.gamma3)
-            err_g = err_g + 0.05 * (w_loss + s_loss)
-        opt_g.zero_grad()
-        opt_d.zero_grad()
-        err_g.backward()
-        opt_g.step()
-        mark_phase(setup, "G update (with DAMSM)", now)
-
-    return step_dfgan if name == "dfgan" else step_ssacn
-
-
-def plain_attngan_step(setup: Setup, damsm: bool = True) -> Callable[[int], None]:
-    """AttnGAN's code/trainer.py step with t2itool's networks: each D_i zero_grad / backward / step in turn on
-    (uncond_real + cond_real) / 2 + (uncond_fake + cond_fake + cond_wrong) / 3 (code/miscc/losses.py
-    discriminator_loss), then G on every stage's BCE terms + lambda * DAMSM of the last image + KL, with a plain
-    backward that also fills the discriminators' gradients, as the code's does. BCE on logits (the code's heads end
-    in a sigmoid and use nn.BCELoss: the same value)."""
-    recipe, nets = build("attngan", setup)
-    c = recipe.config
-    betas = (c.beta1, c.beta2)
-    generator = nets["generator"]
-    names = [name for name in nets if name != "generator"]
-    opt_g = torch.optim.Adam(generator.parameters(), lr=c.lr_g, betas=betas)
-    opt_d = {name: torch.optim.Adam(nets[name].parameters(), lr=c.lr_d, betas=betas) for name in names}
-    device, b = setup.device, setup.batch_size
-
-    def step(_: int) -> None:
-        start = time.perf_counter()
-        batch = setup.batch
-        with torch.no_grad():
-            words, sent = setup.text_encoder(batch.tokens, batch.lengths)
-        mask = (batch.tokens == 0)[:, : words.shape[2]]
-        z = torch.randn(b, c.z_dim, device=device)
-        eps = torch.randn(b, c.cond_dim, device=device)
-        out = generator(z, eps, sent, words, mask)
-        now = mark_phase(setup, "G forward", start)
-        for name, real, fake in zip(names, batch.images, out.images, strict=True):
-            disc = nets[name]
-            disc.zero_grad()
-            real_features, fake_features = disc(real), disc(fake.detach())
-            err_d = combine_discriminator_terms(
-                bce_real(disc.cond_logits(real_features, sent)),
-                bce_fake(disc.cond_logits(fake_features, sent)),
-                bce_fake(disc.cond_logits(real_features[: b - 1], sent[1:b])),  # the code's wrong pairs, local
-                bce_real(disc.uncond_logits(real_features)),
-                bce_fake(disc.uncond_logits(fake_features)),
-            )
-            err_d.backward()
-            opt_d[name].step()
-        now = mark_phase(setup, "D updates", now)
-        generator.zero_grad()
-        err_g = torch.zeros((), device=device)
-        for name, fake in zip(names, out.images, strict=True):
-            features = nets[name](fake)
-            err_g = err_g + generator_adversarial_loss(
-                nets[name].cond_logits(features, sent), nets[name].uncond_logits(features)
-            )
-        if damsm:
-            regions, code = setup.image_encoder(out.images[-1])
-            w_loss = word_loss(regions, words, batch.lengths, batch.class_ids, c.gamma1, c.gamma2, c.gamma3)
-            err_g = err_g + c.damsm_lambda * (w_loss + sentence_loss(code, sent, batch.class_ids, c.gamma3))
-        (err_g + kl_loss(out.mu, out.logvar)).backward()
-        opt_g.step()
-        mark_phase(setup, "G update (with DAMSM)", now)
 
     return step
 
@@ -336,10 +113,11 @@ def compare(name: str, args: argparse.Namespace, image_size: int, batch_size: in
         steps[f"t2itool {extra}"] = default_step(name, setup, settings.with_options(extra))
     if name in PLAIN_MODELS:
         steps["plain"] = plain_step(name, setup)
+        # The ablations mark their phases in a copy's marks (dropped), so the shares are the full plain step's.
         if shares and name.startswith("dfgan"):
-            steps["plain without MA-GP"] = plain_step(name, setup, gp=False)
-        if shares and name in ("dfgan-ssacn", "attngan"):
-            steps["plain without DAMSM"] = plain_step(name, setup, damsm=False)
+            steps["plain without MA-GP"] = plain_step(name, dataclasses.replace(setup, marks={}), gp=False)
+        if shares and name in DAMSM_MODELS:
+            steps["plain without DAMSM"] = plain_step(name, dataclasses.replace(setup, marks={}), damsm_on=False)
     setup.marks.clear()
     result = time_rounds(steps, args, setup.device)
     result["marks"] = {label: 1000 * statistics.median(values) for label, values in setup.marks.items()}
