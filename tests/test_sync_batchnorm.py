@@ -1,7 +1,11 @@
 """Global batch norm and global gathers: two gloo processes with half the batch each compute what one process computes
-with the whole batch (outputs, running statistics, gradients), and the conversion keeps state-dict keys."""
+with the whole batch (outputs, running statistics, gradients), and the conversion keeps state-dict keys. Spawned
+workers split the cores between them."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -84,3 +88,17 @@ def _worker_keep_group() -> dict[str, torch.Tensor]:
         grad /= 2
     return {"out": out.detach(), "grad_x": x.grad / 2, **grads,
             "running_mean": model[1].running_mean.clone(), "running_var": model[5].running_var.clone()}  # fmt: skip
+
+
+def _threads_worker() -> int:
+    return torch.get_num_threads()
+
+
+@pytest.mark.slow
+def test_spawned_workers_share_the_cores_unless_omp_num_threads_is_set(monkeypatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    probe = [sys.executable, "-c", "import torch; print(torch.get_num_threads())"]
+    default = int(subprocess.run(probe, capture_output=True, text=True, check=True).stdout)
+    assert dist.launch(_threads_worker, (), 2) == max(1, default // 2)
+    monkeypatch.setenv("OMP_NUM_THREADS", str(default))  # asked for explicitly: each worker keeps all of them
+    assert dist.launch(_threads_worker, (), 2) == default

@@ -119,6 +119,10 @@ def _spawn_entry(local_rank: int, world_size: int, port: int, fn: Callable, args
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
     )
+    if "OMP_NUM_THREADS" not in os.environ:
+        # The workers share the machine's cores: each takes its share instead of torch's default of all of them
+        # (torchrun sets OMP_NUM_THREADS=1 for the same reason); an explicit OMP_NUM_THREADS is left alone.
+        torch.set_num_threads(max(1, torch.get_num_threads() // world_size))
     try:
         result = fn(*args)
     except T2IError as exc:
