@@ -150,6 +150,16 @@ def staged_g_term(disc, features, sent, unconditional: bool) -> torch.Tensor:
     return term + bce_real(disc.uncond_logits(features)) if unconditional else term
 
 
+def update_stage_discriminators(nets, opt_d, reals, fakes, real_sent, fake_sent, unconditional: bool) -> None:
+    """trainer.py's D loop: each stage D in turn zero_grad, `staged_d_loss` on its real and (detached) fake images,
+    backward, step."""
+    for name, real, fake in zip(opt_d, reals, fakes, strict=True):
+        disc = nets[name]
+        disc.zero_grad()
+        staged_d_loss(disc, disc(real), disc(fake.detach()), real_sent, fake_sent, unconditional).backward()
+        opt_d[name].step()
+
+
 def stage_optimizers(nets: dict[str, nn.Module], c: object) -> tuple[torch.optim.Optimizer, dict]:
     """trainer.py define_optimizers: Adam for G and one per stage D, the config's learning rates and betas."""
     betas = (c.beta1, c.beta2)
@@ -272,12 +282,7 @@ def plain_attngan_step(setup: Setup, damsm_on: bool = True) -> Callable[[int], N
         eps = torch.randn(b, c.cond_dim, device=device)
         out = generator(z, eps, sent, words, mask)
         now = mark_phase(setup, "G forward", start)
-        for name, real, fake in zip(opt_d, batch.images, out.images, strict=True):
-            disc = nets[name]
-            disc.zero_grad()
-            err_d = staged_d_loss(disc, disc(real), disc(fake.detach()), sent, sent, c.unconditional_head)
-            err_d.backward()
-            opt_d[name].step()
+        update_stage_discriminators(nets, opt_d, batch.images, out.images, sent, sent, c.unconditional_head)
         now = mark_phase(setup, "D updates", now)
         generator.zero_grad()
         err_g = torch.zeros((), device=device)
@@ -317,12 +322,7 @@ def plain_sdgan_step(setup: Setup, damsm_on: bool = True) -> Callable[[int], Non
         eps = torch.randn(b, c.cond_dim, device=device)
         out = generator(z.repeat(2, 1), eps.repeat(2, 1), sent, words, mask)
         now = mark_phase(setup, "G forward (both branches)", start)
-        for name, real, fake in zip(opt_d, batch.images, out.images, strict=True):
-            disc = nets[name]
-            disc.zero_grad()
-            err_d = staged_d_loss(disc, disc(real), disc(fake.detach()), sent1, sent, c.unconditional_head)
-            err_d.backward()
-            opt_d[name].step()
+        update_stage_discriminators(nets, opt_d, batch.images, out.images, sent1, sent, c.unconditional_head)
         now = mark_phase(setup, "D updates", now)
         generator.zero_grad()
         err_g, siamese = torch.zeros((), device=device), None
