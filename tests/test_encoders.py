@@ -338,6 +338,8 @@ def test_unfrozen_backbone_trains_with_batch_statistics(image_encoder) -> None:
     assert not torch.equal(bn.running_mean, before)  # batch norm in train mode updates its statistics
     encoder.eval()
     assert not encoder.Mixed_6e.training
+    encoder.requires_grad_(False).train()  # frozen again: batch norm keeps its statistics
+    assert encoder.emb_cnn_code.training and not encoder.Mixed_6e.training
 
 
 def test_text_encoder_is_float32_under_bf16_autocast() -> None:

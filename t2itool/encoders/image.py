@@ -66,7 +66,6 @@ class ImageEncoder(nn.Module):
         self.emb_cnn_code = nn.Linear(2048, self.embedding_dim)
         nn.init.uniform_(self.emb_features.weight, -0.1, 0.1)
         nn.init.uniform_(self.emb_cnn_code.weight, -0.1, 0.1)
-        self.backbone_trainable = False
         for parameter in self.backbone_parameters():
             parameter.requires_grad_(False)
 
@@ -87,15 +86,15 @@ class ImageEncoder(nn.Module):
         """Make the backbone trainable, batch norm in train mode with the rest (`pretrain-damsm --train-backbone`:
         AttnGAN's code/pretrain_DAMSM.py keeps it frozen; this is for data an ImageNet or random backbone does not
         describe). Loading a checkpoint gives a frozen encoder again."""
-        self.backbone_trainable = True
         for parameter in self.backbone_parameters():
             parameter.requires_grad_(True)
         return self.train(self.training)
 
     def train(self, mode: bool = True) -> ImageEncoder:
-        # A frozen backbone keeps its batch-norm statistics too: it stays in eval mode whatever the caller asks.
+        # A frozen backbone (no parameter requires a gradient) keeps its batch-norm statistics too: it stays in eval
+        # mode whatever the caller asks.
         super().train(mode)
-        if not self.backbone_trainable:
+        if not any(p.requires_grad for p in self.backbone_parameters()):
             for name in BACKBONE_LAYERS:
                 getattr(self, name).eval()
         return self
